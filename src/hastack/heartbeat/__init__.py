@@ -1,0 +1,1 @@
+"""heartbeat: leader election with a floating IP and resource groups (Heartbeat, keepalived)."""
