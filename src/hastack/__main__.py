@@ -1,0 +1,5 @@
+"""`python -m hastack` is the `hastack` command."""
+
+from hastack.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""What every hastack service shares: buffers, serving, lifecycle, logging, stats, supervision."""
