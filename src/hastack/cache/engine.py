@@ -1,0 +1,779 @@
+"""Command semantics: parsed events in, memcached 1.6.18 reply bytes out. Pure: ``now`` is passed.
+
+The server feeds every event from ``proto.ServerCodec`` to ``Engine.execute`` and writes what
+comes back. Statistics that only the server knows (connections, bytes on the wire, rusage)
+come from the ``server_stats`` callback so that ``stats`` is one place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from hastack.cache import proto
+from hastack.cache.mrc import HotKeys, MissRatioCurve
+from hastack.cache.proto import (
+    ADD,
+    APPEND,
+    CAS,
+    PREPEND,
+    REPLACE,
+    SET,
+    Arith,
+    Delete,
+    Event,
+    FlushAll,
+    Get,
+    Meta,
+    MetaFlags,
+    Simple,
+    Stats,
+    Store,
+    Touch,
+    strtoull,
+)
+from hastack.cache.state import (
+    FETCHED,
+    STALE,
+    TOKEN_SENT,
+    CacheState,
+    Item,
+    make_data,
+    memcached_size,
+    slab_class,
+)
+
+VERSION = b"1.6.18"  # the memcached release whose wire behaviour we reproduce
+
+STORED = b"STORED\r\n"
+NOT_STORED = b"NOT_STORED\r\n"
+EXISTS = b"EXISTS\r\n"
+NOT_FOUND = b"NOT_FOUND\r\n"
+END = b"END\r\n"
+
+_U64 = (1 << 64) - 1
+
+# store results
+R_STORED, R_NOT_STORED, R_EXISTS, R_NOT_FOUND, R_NO_MEMORY = range(5)
+_TEXT_RESULT = [STORED, NOT_STORED, EXISTS, NOT_FOUND, proto.OUT_OF_MEMORY]
+_META_RESULT = [b"HD", b"NS", b"EX", b"NF", b""]
+
+
+class Quit(Exception):
+    """Raised by ``execute`` for ``quit``: the server closes the connection."""
+
+
+ServerStats = Callable[[], list[tuple[str, object]]]
+
+
+class Engine:
+    def __init__(
+        self,
+        state: CacheState,
+        *,
+        server_stats: ServerStats | None = None,
+        settings: list[tuple[str, object]] | None = None,
+        mrc: MissRatioCurve | None = None,
+        hotkeys: HotKeys | None = None,
+    ) -> None:
+        self.state = state
+        self.server_stats = server_stats or (lambda: [])
+        self.settings = settings or []
+        self.mrc = mrc
+        self.hotkeys = hotkeys
+        self.verbosity = 0
+        self._dispatch: dict[type, Callable[[Event, int], bytes]] = {
+            Get: self._get,  # type: ignore[dict-item]  # each handler takes its own event type
+            Store: self._store,  # type: ignore[dict-item]
+            Delete: self._delete,  # type: ignore[dict-item]
+            Arith: self._arith,  # type: ignore[dict-item]
+            Touch: self._touch,  # type: ignore[dict-item]
+            FlushAll: self._flush,  # type: ignore[dict-item]
+            Meta: self._meta,  # type: ignore[dict-item]
+            Simple: self._simple,  # type: ignore[dict-item]
+            Stats: self._stats,  # type: ignore[dict-item]
+        }
+
+    def execute(self, ev: Event, now: int) -> bytes:
+        """Apply one command; return its reply (b"" for none). Raises ``Quit`` for quit."""
+        return self._dispatch[type(ev)](ev, now)
+
+    # -- get family ----------------------------------------------------------------------------
+    def _get(self, ev: Get, now: int) -> bytes:
+        st = self.state
+        out: list[bytes] = []
+        mrc = self.mrc
+        hot = self.hotkeys
+        if ev.exptime is None:
+            fetch = st.fetch
+            for key in ev.keys:
+                if mrc is not None:
+                    mrc.access(key)
+                if hot is not None:
+                    hot.add(key)
+                it = fetch(key, now)
+                if it is None:
+                    st.get_misses += 1
+                    continue
+                st.get_hits += 1
+                if ev.with_cas:
+                    d = it.data
+                    i = d.index(b"\r")
+                    out.append(b"VALUE " + key + d[:i] + b" %d" % it.cas + d[i:])
+                else:
+                    out.append(b"VALUE " + key + it.data)
+            st.cmd_get += len(ev.keys)
+        else:
+            exptime = st.realtime(ev.exptime, now)
+            for key in ev.keys:
+                if mrc is not None:
+                    mrc.access(key)
+                if hot is not None:
+                    hot.add(key)
+                it = st.fetch(key, now)
+                st.cmd_touch += 1
+                if it is None:
+                    st.touch_misses += 1
+                    continue
+                st.touch_hits += 1
+                it.exptime = exptime
+                if ev.with_cas:
+                    d = it.data
+                    i = d.index(b"\r")
+                    out.append(b"VALUE " + key + d[:i] + b" %d" % it.cas + d[i:])
+                else:
+                    out.append(b"VALUE " + key + it.data)
+        out.append(END)
+        return b"".join(out)
+
+    # -- storage -------------------------------------------------------------------------------
+    def store(
+        self,
+        mode: int,
+        key: bytes,
+        flags: int,
+        exptime: int,
+        value: bytes,
+        cas_in: int,
+        now: int,
+        set_stale: bool = False,
+    ) -> tuple[int, Item | None]:
+        """memcached's ``do_store_item``. ``exptime`` is already absolute (realtime())."""
+        st = self.state
+        old = st.peek(key, now)
+        if old is not None:
+            if cas_in == 0:
+                cas_res = 0  # none
+            elif cas_in == old.cas:
+                cas_res = 1  # match
+            elif set_stale and cas_in < old.cas:
+                cas_res = 3  # stale
+            else:
+                cas_res = 2  # badval
+            bits = 0
+            if mode == ADD:
+                st.bump(key, old, now)
+                return R_NOT_STORED, None
+            if mode == CAS:
+                if cas_res == 1:
+                    st.cas_hits += 1
+                elif cas_res == 3:
+                    exptime = old.exptime
+                    bits = STALE | (old.bits & TOKEN_SENT)
+                    st.cas_hits += 1
+                else:
+                    st.cas_badval += 1
+                    return R_EXISTS, None
+            elif mode in (APPEND, PREPEND):
+                if cas_res not in (0, 1):
+                    return R_EXISTS, None
+                old_value = old.value
+                value = old_value + value if mode == APPEND else value + old_value
+                flags = old.flags
+                exptime = old.exptime
+                if st.item_too_large(key, flags, len(value)):
+                    return R_NOT_STORED, None
+            it = Item(make_data(flags, value), flags, exptime, 0, now)
+            it.bits = bits
+            if not st.link(key, it, now):
+                st.store_no_memory += 1
+                return R_NO_MEMORY, None
+            return R_STORED, it
+        if mode == CAS:
+            st.cas_misses += 1
+            return R_NOT_FOUND, None
+        if mode in (SET, ADD):
+            it = Item(make_data(flags, value), flags, exptime, 0, now)
+            if not st.link(key, it, now):
+                st.store_no_memory += 1
+                return R_NO_MEMORY, None
+            return R_STORED, it
+        return R_NOT_STORED, None
+
+    def _store(self, ev: Store, now: int) -> bytes:
+        st = self.state
+        data = ev.data
+        if data is None or st.item_too_large(ev.key, ev.flags, ev.size):
+            st.store_too_large += 1
+            if ev.mode == SET:
+                st.unlink(ev.key)  # memcached: never leave the stale value behind
+            return b"" if ev.noreply else proto.TOO_LARGE
+        st.cmd_set += 1
+        if self.mrc is not None:
+            self.mrc.access(ev.key)
+        result, _ = self.store(
+            ev.mode, ev.key, ev.flags, st.realtime(ev.exptime, now), data,
+            ev.cas_unique, now,
+        )  # fmt: skip
+        if ev.noreply:
+            return b""
+        return _TEXT_RESULT[result]
+
+    # -- delete / arithmetic / touch / flush -----------------------------------------------------
+    def _delete(self, ev: Delete, now: int) -> bytes:
+        st = self.state
+        it = st.peek(ev.key, now)
+        if it is None:
+            st.delete_misses += 1
+            return b"" if ev.noreply else NOT_FOUND
+        st.delete_hits += 1
+        st.unlink(ev.key)
+        return b"" if ev.noreply else b"DELETED\r\n"
+
+    def add_delta(
+        self, key: bytes, incr: bool, delta: int, cas_in: int, now: int
+    ) -> tuple[str, Item | None, bytes]:
+        """memcached's ``do_add_delta``: ("ok"|"non_numeric"|"not_found"|"exists", item, text)."""
+        st = self.state
+        it = st.peek(key, now)
+        if it is None:
+            return "not_found", None, b""
+        d = it.data
+        hl = d.index(b"\n") + 1
+        nbytes = len(d) - hl  # includes the trailing CRLF, like memcached's it->nbytes
+        if nbytes <= 2:
+            return "non_numeric", it, b""
+        if cas_in and it.cas != cas_in:
+            return "exists", it, b""
+        value = strtoull(d[hl:])
+        if value is None:
+            return "non_numeric", it, b""
+        if incr:
+            value = (value + delta) & _U64
+            st.incr_hits += 1
+        else:
+            value = value - delta if delta <= value else 0
+            st.decr_hits += 1
+        text = b"%d" % value
+        if len(text) + 2 <= nbytes:
+            # in place: pad with spaces, keep length, new CAS
+            new_value = text + b" " * (nbytes - 2 - len(text))
+            st.replace_data(key, it, d[:hl] + new_value + b"\r\n")
+            it.cas = st.next_cas()
+            if it.time < now - 60:
+                it.time = now
+            st.items.move_to_end(key)
+            return "ok", it, text
+        new = Item(make_data(it.flags, text), it.flags, it.exptime, 0, now)
+        new.bits = it.bits
+        if not st.link(key, new, now):
+            return "no_memory", None, b""
+        return "ok", new, text
+
+    def _arith(self, ev: Arith, now: int) -> bytes:
+        st = self.state
+        status, _, text = self.add_delta(ev.key, ev.incr, ev.delta, 0, now)
+        if status == "ok":
+            reply = text + b"\r\n"
+        elif status == "non_numeric":
+            reply = proto.NON_NUMERIC
+        elif status == "no_memory":
+            reply = b"SERVER_ERROR out of memory\r\n"
+        else:
+            if ev.incr:
+                st.incr_misses += 1
+            else:
+                st.decr_misses += 1
+            reply = NOT_FOUND
+        return b"" if ev.noreply else reply
+
+    def _touch(self, ev: Touch, now: int) -> bytes:
+        st = self.state
+        it = st.fetch(ev.key, now)
+        st.cmd_touch += 1
+        if it is None:
+            st.touch_misses += 1
+            return b"" if ev.noreply else NOT_FOUND
+        it.exptime = st.realtime(ev.exptime, now)
+        st.touch_hits += 1
+        return b"" if ev.noreply else b"TOUCHED\r\n"
+
+    def _flush(self, ev: FlushAll, now: int) -> bytes:
+        self.state.flush_all(ev.delay, now)
+        return b"" if ev.noreply else b"OK\r\n"
+
+    def _simple(self, ev: Simple, now: int) -> bytes:
+        if ev.name == "version":
+            return b"VERSION " + VERSION + b"\r\n"
+        if ev.name == "quit":
+            raise Quit
+        if ev.name == "cache_memlimit":
+            self.state.set_memory_limit(max(ev.arg, 8) * 1024 * 1024, now)
+        return b"" if ev.noreply else b"OK\r\n"
+
+    # -- meta ------------------------------------------------------------------------------------
+    def _meta(self, ev: Meta, now: int) -> bytes:
+        st = self.state
+        c = ev.cmd
+        if c == b"n":
+            return b"MN\r\n"
+        st.cmd_meta += 1
+        if c == b"g":
+            return self._mg(ev, now)
+        if c == b"s":
+            return self._ms(ev, now)
+        if c == b"d":
+            return self._md(ev, now)
+        if c == b"a":
+            return self._ma(ev, now)
+        return self._me(ev, now)
+
+    @staticmethod
+    def _ret_key(f: MetaFlags, key: bytes) -> bytes:
+        if f.base64:
+            return b" k" + proto.b64encode_key(key) + b" b"
+        return b" k" + key
+
+    def _echo(self, f: MetaFlags, key: bytes) -> bytes:
+        """Opaque and key flags, echoed on misses and errors-free non-hit codes."""
+        out = b""
+        for tok in f.tokens:
+            o = tok[0]
+            if o == 79:  # O
+                out += b" " + tok
+            elif o == 107:  # k
+                out += self._ret_key(f, key)
+        return out
+
+    def _mg(self, ev: Meta, now: int) -> bytes:
+        st = self.state
+        f = ev.flags
+        key = ev.key
+        if self.mrc is not None:
+            self.mrc.access(key)
+        if self.hotkeys is not None:
+            self.hotkeys.add(key)
+        it = st.peek(key, now)
+        created = False
+        if it is None and f.vivify_ttl is not None:
+            it = Item(make_data(0, b""), 0, 0, 0, now)
+            if st.link(key, it, now):
+                created = True
+            else:
+                it = None
+        if it is None:
+            st.cmd_get += 1
+            if f.ttl is not None:
+                st.cmd_touch += 1
+                st.touch_misses += 1
+            else:
+                st.get_misses += 1
+            if f.quiet:
+                return b""
+            return b"EN" + self._echo(f, key) + b"\r\n"
+        data = it.data
+        hl = data.index(b"\n") + 1
+        nbytes = len(data) - hl - 2
+        parts = [b"VA %d" % nbytes if f.value else b"HD"]
+        won = False
+        ttl_set = False
+        for tok in f.tokens:
+            o = tok[0]
+            if o == 84:  # T
+                ttl_set = True
+                assert f.ttl is not None
+                it.exptime = st.realtime(f.ttl, now)
+            elif o == 78:  # N
+                if created:
+                    assert f.vivify_ttl is not None
+                    it.exptime = st.realtime(f.vivify_ttl, now)
+                    won = True
+            elif o == 82:  # R
+                assert f.recache_ttl is not None
+                if (
+                    not it.bits & TOKEN_SENT
+                    and not created
+                    and it.exptime != 0
+                    and it.exptime < st.realtime(f.recache_ttl, now)
+                ):
+                    won = True
+            elif o == 115:  # s
+                parts.append(b" s%d" % nbytes)
+            elif o == 116:  # t
+                parts.append(b" t-1" if it.exptime == 0 else b" t%d" % (it.exptime - now))
+            elif o == 99:  # c
+                parts.append(b" c%d" % it.cas)
+            elif o == 102:  # f
+                parts.append(b" f%d" % it.flags)
+            elif o == 108:  # l
+                parts.append(b" l%d" % (now - it.time))
+            elif o == 104:  # h
+                parts.append(b" h1" if it.bits & FETCHED else b" h0")
+            elif o == 79:  # O
+                parts.append(b" " + tok)
+            elif o == 107:  # k
+                parts.append(self._ret_key(f, key))
+        if it.bits & TOKEN_SENT:
+            parts.append(b" Z")
+        if it.bits & STALE:
+            parts.append(b" X")
+            if not it.bits & TOKEN_SENT:
+                won = True
+        if won:
+            parts.append(b" W")
+            it.bits |= TOKEN_SENT
+        parts.append(b"\r\n")
+        if f.value:
+            parts.append(data[hl:])
+        if not f.no_update:
+            st.bump(key, it, now)
+            if ttl_set:
+                st.cmd_touch += 1
+                st.touch_hits += 1
+            else:
+                st.get_hits += 1
+            st.cmd_get += 1
+        return b"".join(parts)
+
+    def _ms(self, ev: Meta, now: int) -> bytes:
+        st = self.state
+        f = ev.flags
+        key = ev.key
+        data = ev.data
+        if data is None or st.item_too_large(key, f.client_flags, ev.size):
+            st.store_too_large += 1
+            st.unlink(key)
+            return proto.TOO_LARGE
+        st.cmd_set += 1
+        if self.mrc is not None:
+            self.mrc.access(key)
+        mode = {0: SET, 83: SET, 69: ADD, 65: APPEND, 80: PREPEND, 82: REPLACE}[f.mode]
+        if f.cas is not None and mode in (SET, REPLACE):
+            mode = CAS
+        exptime = st.realtime(f.ttl, now) if f.ttl is not None else 0
+        result, it = self.store(
+            mode, key, f.client_flags, exptime, data, f.cas or 0, now, set_stale=f.invalidate
+        )
+        if result == R_NO_MEMORY:
+            return proto.OUT_OF_MEMORY
+        if result == R_STORED and f.quiet:
+            return b""
+        out = [_META_RESULT[result]]
+        for tok in f.tokens:
+            o = tok[0]
+            if o == 79:
+                out.append(b" " + tok)
+            elif o == 107:
+                out.append(self._ret_key(f, key))
+            elif o == 99:
+                out.append(b" c%d" % (it.cas if it is not None else 0))
+        out.append(b"\r\n")
+        return b"".join(out)
+
+    def _md(self, ev: Meta, now: int) -> bytes:
+        st = self.state
+        f = ev.flags
+        key = ev.key
+        echo = self._echo(f, key)
+        it = st.peek(key, now)
+        if it is None:
+            st.delete_misses += 1
+            return b"NF" + echo + b"\r\n"
+        if f.cas is not None and it.cas != f.cas:
+            st.delete_misses += 1
+            return b"EX" + echo + b"\r\n"
+        if f.invalidate:
+            if f.ttl is not None:
+                it.exptime = st.realtime(f.ttl, now)
+            it.bits = (it.bits | STALE) & ~TOKEN_SENT
+            it.cas = st.next_cas()
+        else:
+            st.delete_hits += 1
+            st.unlink(key)
+        if f.quiet:
+            return b""
+        return b"HD" + echo + b"\r\n"
+
+    def _ma(self, ev: Meta, now: int) -> bytes:
+        st = self.state
+        f = ev.flags
+        key = ev.key
+        incr = f.mode in (0, 73, 105, 43)
+        status, it, text = self.add_delta(key, incr, f.delta, f.cas or 0, now)
+        created = False
+        code = b""
+        if status == "non_numeric":
+            return proto.NON_NUMERIC
+        if status == "no_memory":
+            return b"SERVER_ERROR out of memory\r\n"
+        if status == "exists":
+            return b"EX" + self._echo(f, key) + b"\r\n"
+        if status == "not_found":
+            if f.vivify_ttl is not None:
+                text = b"%d" % f.initial
+                it = Item(make_data(0, text), 0, 0, 0, now)
+                if st.link(key, it, now):
+                    created = True
+                else:
+                    it = None
+                    code = b"NS"
+            else:
+                if incr:
+                    st.incr_misses += 1
+                else:
+                    st.decr_misses += 1
+                return b"NF" + self._echo(f, key) + b"\r\n"
+        if it is None:
+            return code + self._echo(f, key) + b"\r\n"
+        if f.quiet and not f.value:
+            # noreply hides the nominal HD; still apply T/N below
+            pass
+        parts = [b"VA %d" % len(text) if f.value else b"HD"]
+        for tok in f.tokens:
+            o = tok[0]
+            if o == 99:
+                parts.append(b" c%d" % it.cas)
+            elif o == 116:
+                parts.append(b" t-1" if it.exptime == 0 else b" t%d" % (it.exptime - now))
+            elif o == 84:
+                assert f.ttl is not None
+                it.exptime = st.realtime(f.ttl, now)
+            elif o == 78:
+                if created:
+                    assert f.vivify_ttl is not None
+                    it.exptime = st.realtime(f.vivify_ttl, now)
+            elif o == 79:
+                parts.append(b" " + tok)
+            elif o == 107:
+                parts.append(self._ret_key(f, key))
+        if f.quiet:
+            return b""
+        parts.append(b"\r\n")
+        if f.value:
+            parts.append(text + b"\r\n")
+        return b"".join(parts)
+
+    def _me(self, ev: Meta, now: int) -> bytes:
+        st = self.state
+        key = ev.key
+        it = st.peek(key, now)
+        if it is None:
+            return b"EN\r\n"
+        exp = -1 if it.exptime == 0 else it.exptime - now
+        data = it.data
+        nbytes = len(data) - data.index(b"\n") - 1 - 2
+        size = memcached_size(key, it.flags, nbytes)
+        shown = proto.b64encode_key(key) if ev.flags.base64 else key
+        return b"ME %s exp=%d la=%d cas=%d fetch=%s cls=%d size=%d\r\n" % (
+            shown, exp, now - it.time, it.cas, b"yes" if it.bits & FETCHED else b"no",
+            slab_class(size), size,
+        )  # fmt: skip
+
+    # -- stats -------------------------------------------------------------------------------------
+    def _stats(self, ev: Stats, now: int) -> bytes:
+        args = ev.args
+        if not args:
+            return _stat_lines(self.general_stats(now))
+        sub = args[0]
+        if sub == b"reset":
+            self.state.reset_counters()
+            return b"RESET\r\n"
+        if sub == b"settings":
+            return _stat_lines(self.settings)
+        if sub == b"items":
+            return _stat_lines(self.items_stats(now))
+        if sub == b"slabs":
+            return _stat_lines(self.slabs_stats())
+        if sub == b"sizes":
+            return _stat_lines([("sizes_status", "disabled")])
+        if sub == b"conns":
+            return _stat_lines([])
+        if sub == b"detail":
+            if len(args) < 2 or args[1] not in (b"on", b"off", b"dump"):
+                return proto.STATS_DETAIL_USAGE
+            if args[1] == b"dump":
+                return END
+            return b"OK\r\n"
+        if sub == b"mrc" and self.mrc is not None:
+            st = self.state
+            per_item = st.bytes / len(st.items) if st.items else 0.0
+            return _stat_lines(self.mrc.stats_lines(per_item))
+        if sub == b"hotkeys" and self.hotkeys is not None:
+            return _stat_lines(self.hotkeys.stats_lines())
+        return proto.ERROR
+
+    def general_stats(self, now: int) -> list[tuple[str, object]]:
+        st = self.state
+        server = dict(self.server_stats())
+
+        def srv(name: str, default: object = 0) -> tuple[str, object]:
+            return (name, server.get(name, default))
+
+        return [
+            ("pid", os.getpid()),
+            ("uptime", now - st.started),
+            ("time", now),
+            ("version", VERSION.decode()),
+            ("libevent", "asyncio"),
+            ("pointer_size", 64),
+            srv("rusage_user", "0.000000"),
+            srv("rusage_system", "0.000000"),
+            srv("max_connections"),
+            srv("curr_connections"),
+            srv("total_connections"),
+            srv("rejected_connections"),
+            srv("connection_structures"),
+            ("response_obj_oom", 0),
+            ("response_obj_count", 0),
+            ("response_obj_bytes", 0),
+            ("read_buf_count", 0),
+            ("read_buf_bytes", 0),
+            ("read_buf_bytes_free", 0),
+            ("read_buf_oom", 0),
+            ("reserved_fds", 0),
+            ("cmd_get", st.cmd_get),
+            ("cmd_set", st.cmd_set),
+            ("cmd_flush", st.cmd_flush),
+            ("cmd_touch", st.cmd_touch),
+            ("cmd_meta", st.cmd_meta),
+            ("get_hits", st.get_hits),
+            ("get_misses", st.get_misses),
+            ("get_expired", st.get_expired),
+            ("get_flushed", st.get_flushed),
+            ("delete_misses", st.delete_misses),
+            ("delete_hits", st.delete_hits),
+            ("incr_misses", st.incr_misses),
+            ("incr_hits", st.incr_hits),
+            ("decr_misses", st.decr_misses),
+            ("decr_hits", st.decr_hits),
+            ("cas_misses", st.cas_misses),
+            ("cas_hits", st.cas_hits),
+            ("cas_badval", st.cas_badval),
+            ("touch_hits", st.touch_hits),
+            ("touch_misses", st.touch_misses),
+            ("store_too_large", st.store_too_large),
+            ("store_no_memory", st.store_no_memory),
+            ("auth_cmds", 0),
+            ("auth_errors", 0),
+            srv("bytes_read"),
+            srv("bytes_written"),
+            ("limit_maxbytes", st.max_memory_bytes),
+            srv("accepting_conns", 1),
+            srv("listen_disabled_num"),
+            ("time_in_listen_disabled_us", 0),
+            ("threads", 1),
+            ("conn_yields", 0),
+            ("hash_power_level", 16),
+            ("hash_bytes", 0),
+            ("hash_is_expanding", 0),
+            ("slab_reassign_rescues", 0),
+            ("slab_reassign_chunk_rescues", 0),
+            ("slab_reassign_evictions_nomem", 0),
+            ("slab_reassign_inline_reclaim", 0),
+            ("slab_reassign_busy_items", 0),
+            ("slab_reassign_busy_deletes", 0),
+            ("slab_reassign_running", 0),
+            ("slabs_moved", 0),
+            ("lru_crawler_running", 0),
+            ("lru_crawler_starts", 0),
+            ("lru_maintainer_juggles", 0),
+            ("malloc_fails", 0),
+            ("log_worker_dropped", 0),
+            ("log_worker_written", 0),
+            ("log_watcher_skipped", 0),
+            ("log_watcher_sent", 0),
+            ("log_watchers", 0),
+            ("unexpected_napi_ids", 0),
+            ("round_robin_fallback", 0),
+            ("bytes", st.bytes),
+            ("curr_items", len(st.items)),
+            ("total_items", st.total_items),
+            ("slab_global_page_pool", 0),
+            ("expired_unfetched", st.expired_unfetched),
+            ("evicted_unfetched", st.evicted_unfetched),
+            ("evicted_active", st.evicted_active),
+            ("evictions", st.evictions),
+            ("reclaimed", st.reclaimed),
+            ("crawler_reclaimed", st.crawler_reclaimed),
+            ("crawler_items_checked", st.crawler_items_checked),
+            ("lrutail_reflocked", 0),
+            ("moves_to_cold", 0),
+            ("moves_to_warm", 0),
+            ("moves_within_lru", 0),
+            ("direct_reclaims", 0),
+            ("lru_bumps_dropped", 0),
+        ]
+
+    def items_stats(self, now: int) -> list[tuple[str, object]]:
+        """One pseudo slab class (1) holding every item: there are no slab classes here."""
+        st = self.state
+        if not st.items:
+            return []
+        oldest = next(iter(st.items.values()))
+        p = "items:1:"
+        return [
+            (p + "number", len(st.items)),
+            (p + "number_hot", 0),
+            (p + "number_warm", 0),
+            (p + "number_cold", len(st.items)),
+            (p + "age_hot", 0),
+            (p + "age_warm", 0),
+            (p + "age", max(0, now - oldest.time)),
+            (p + "mem_requested", st.bytes),
+            (p + "evicted", st.evictions),
+            (p + "evicted_nonzero", 0),
+            (p + "evicted_time", 0),
+            (p + "outofmemory", st.store_no_memory),
+            (p + "tailrepairs", 0),
+            (p + "reclaimed", st.reclaimed),
+            (p + "expired_unfetched", st.expired_unfetched),
+            (p + "evicted_unfetched", st.evicted_unfetched),
+            (p + "evicted_active", 0),
+            (p + "crawler_reclaimed", st.crawler_reclaimed),
+            (p + "crawler_items_checked", st.crawler_items_checked),
+            (p + "lrutail_reflocked", 0),
+            (p + "moves_to_cold", 0),
+            (p + "moves_to_warm", 0),
+            (p + "moves_within_lru", 0),
+            (p + "direct_reclaims", 0),
+            (p + "hits_to_hot", 0),
+            (p + "hits_to_warm", 0),
+            (p + "hits_to_cold", st.get_hits),
+            (p + "hits_to_temp", 0),
+        ]
+
+    def slabs_stats(self) -> list[tuple[str, object]]:
+        st = self.state
+        lines: list[tuple[str, object]] = []
+        if st.items:
+            lines += [
+                ("1:chunk_size", 0),
+                ("1:used_chunks", len(st.items)),
+                ("1:mem_requested", st.bytes),
+                ("1:get_hits", st.get_hits),
+                ("1:cmd_set", st.cmd_set),
+                ("1:delete_hits", st.delete_hits),
+                ("1:incr_hits", st.incr_hits),
+                ("1:decr_hits", st.decr_hits),
+                ("1:cas_hits", st.cas_hits),
+                ("1:cas_badval", st.cas_badval),
+                ("1:touch_hits", st.touch_hits),
+            ]
+        lines += [("active_slabs", 1 if st.items else 0), ("total_malloced", st.bytes)]
+        return lines
+
+
+def _stat_lines(lines: list[tuple[str, object]]) -> bytes:
+    out = [b"STAT %s %s\r\n" % (name.encode(), str(value).encode()) for name, value in lines]
+    out.append(END)
+    return b"".join(out)

@@ -1,0 +1,219 @@
+"""Online memory sizing: a SHARDS miss-ratio curve and a bounded hot-key sketch. Pure.
+
+``MissRatioCurve`` implements SHARDS (Waldspurger et al., FAST '15): a key is sampled iff
+``crc32(key) mod 2^24 < rate * 2^24`` (spatial sampling, so every access to a sampled key is
+seen). For each sampled access the LRU stack distance among sampled keys (distinct sampled keys
+touched since this key's previous access) is found with a Fenwick tree over access times and
+scaled by ``1 / rate``. The histogram of scaled distances is the miss-ratio curve: an LRU cache
+of ``C`` items hits exactly the accesses whose distance is below ``C``. When more than
+``max_keys`` keys are tracked the rate is lowered and keys above the new threshold are dropped
+(SHARDS with a fixed memory bound), so memory is O(max_keys) whatever the workload.
+
+``HotKeys`` is the Space-Saving algorithm (Metwally et al. 2005) over a 1-in-``sample`` subsample
+of accesses: ``capacity`` counters, each with its overestimation error.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterable
+
+_P = 1 << 24  # sampling modulus
+
+
+class _Fenwick:
+    __slots__ = ("n", "tree")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.tree = [0] * (n + 1)
+
+    def add(self, i: int, v: int) -> None:
+        i += 1
+        n = self.n
+        tree = self.tree
+        while i <= n:
+            tree[i] += v
+            i += i & -i
+
+    def prefix(self, i: int) -> int:
+        """Sum of positions [0, i)."""
+        s = 0
+        tree = self.tree
+        while i > 0:
+            s += tree[i]
+            i -= i & -i
+        return s
+
+
+class MissRatioCurve:
+    """SHARDS reuse-distance sampler.
+
+    ``rate``: initial sampling rate (0 < rate <= 1). ``max_keys``: bound on tracked keys
+    (memory: a few hundred bytes per key). ``time_slots``: Fenwick tree size; compacted when
+    full.
+    """
+
+    def __init__(self, rate: float = 0.01, max_keys: int = 16384, time_slots: int = 1 << 16):
+        if not 0 < rate <= 1:
+            raise ValueError("rate must be in (0, 1]")
+        self.threshold = max(1, int(rate * _P))
+        self.max_keys = max_keys
+        self.time_slots = max(time_slots, 2 * max_keys)
+        self.last: dict[bytes, int] = {}  # sampled key -> time slot of its last access
+        self.key_hash: dict[bytes, int] = {}
+        self._tree = _Fenwick(self.time_slots)
+        self._clock = 0
+        # histogram of scaled distances in log2 buckets of 1/8 octave; key -> count (float:
+        # counts are scaled by 1/rate at the rate in force when they were taken)
+        self.hist: dict[int, float] = {}
+        self.cold = 0.0  # first accesses (infinite distance), scaled
+        self.total = 0.0  # all accesses, scaled
+
+    @property
+    def rate(self) -> float:
+        return self.threshold / _P
+
+    def access(self, key: bytes) -> None:
+        h = zlib.crc32(key) & (_P - 1)
+        if h >= self.threshold:
+            return
+        self._sampled(key, h)
+
+    def _sampled(self, key: bytes, h: int) -> None:
+        scale = _P / self.threshold
+        self.total += scale
+        last = self.last
+        t = self._clock
+        if t >= self.time_slots:
+            self._compact()
+            t = self._clock
+        prev = last.get(key)
+        tree = self._tree
+        if prev is None:
+            self.cold += scale
+            self.key_hash[key] = h
+            if len(last) >= self.max_keys:
+                self._lower_rate()
+                if h >= self.threshold:
+                    return
+        else:
+            distance = tree.prefix(t) - tree.prefix(prev + 1)
+            b = _bucket(distance * scale)
+            self.hist[b] = self.hist.get(b, 0.0) + scale
+            tree.add(prev, -1)
+        tree.add(t, 1)
+        last[key] = t
+        self._clock = t + 1
+
+    def _compact(self) -> None:
+        order = sorted(self.last.items(), key=lambda kv: kv[1])
+        self._tree = _Fenwick(self.time_slots)
+        for i, (k, _) in enumerate(order):
+            self.last[k] = i
+            self._tree.add(i, 1)
+        self._clock = len(order)
+
+    def _lower_rate(self) -> None:
+        """Drop the tracked keys with the largest hashes until 3/4 of max_keys remain."""
+        keep = (self.max_keys * 3) // 4
+        ranked = sorted(self.key_hash.items(), key=lambda kv: kv[1])
+        self.threshold = max(1, ranked[keep][1])
+        for k, _h in ranked[keep:]:
+            del self.key_hash[k]
+            t = self.last.pop(k, None)
+            if t is not None:
+                self._tree.add(t, -1)
+
+    def miss_ratio(self, items: float) -> float:
+        """Estimated miss ratio of an LRU cache holding ``items`` items."""
+        if self.total <= 0:
+            return 1.0
+        hits = 0.0
+        for b, count in self.hist.items():
+            if _bucket_value(b) < items:
+                hits += count
+        return max(0.0, min(1.0, 1.0 - hits / self.total))
+
+    def curve(self, sizes: Iterable[float]) -> list[tuple[float, float]]:
+        return [(s, self.miss_ratio(s)) for s in sizes]
+
+    def stats_lines(self, bytes_per_item: float = 0.0) -> list[tuple[str, object]]:
+        lines: list[tuple[str, object]] = [
+            ("mrc_sample_rate", f"{self.rate:.6f}"),
+            ("mrc_tracked_keys", len(self.last)),
+            ("mrc_accesses", int(self.total)),
+            ("mrc_cold_misses", int(self.cold)),
+            ("mrc_bytes_per_item", int(bytes_per_item)),
+        ]
+        for items in _default_sizes(len(self.last) / max(self.rate, 1e-9)):
+            mr = self.miss_ratio(items)
+            lines.append((f"mrc:{int(items)}", f"{mr:.4f}"))
+        return lines
+
+
+def _bucket(d: float) -> int:
+    # 1/8-octave buckets: value of bucket b is 2 ** (b / 8); distance 0 -> bucket -1
+    if d < 1:
+        return -1
+
+    return int(math.log2(d) * 8)
+
+
+def _bucket_value(b: int) -> float:
+    if b < 0:
+        return 0.0
+    return float(2 ** (b / 8))
+
+
+def _default_sizes(keys_estimate: float) -> list[float]:
+    top = max(16.0, keys_estimate * 1.25)
+    sizes = []
+    s = 16.0
+    while s < top:
+        sizes.append(s)
+        s *= 2
+    sizes.append(top)
+    return sizes
+
+
+class HotKeys:
+    """Space-Saving top-k over a 1-in-``sample`` subsample of accesses. ``capacity`` counters."""
+
+    def __init__(self, capacity: int = 128, sample: int = 8) -> None:
+        self.capacity = capacity
+        self.sample = sample
+        self.counts: dict[bytes, int] = {}
+        self.errors: dict[bytes, int] = {}
+        self._n = 0
+
+    def add(self, key: bytes) -> None:
+        self._n += 1
+        if self._n % self.sample:
+            return
+        counts = self.counts
+        c = counts.get(key)
+        if c is not None:
+            counts[key] = c + 1
+            return
+        if len(counts) < self.capacity:
+            counts[key] = 1
+            self.errors[key] = 0
+            return
+        victim = min(counts, key=counts.__getitem__)
+        floor = counts.pop(victim)
+        self.errors.pop(victim, None)
+        counts[key] = floor + 1
+        self.errors[key] = floor
+
+    def top(self, k: int = 10) -> list[tuple[bytes, int, int]]:
+        """(key, estimated count, max overestimate), most frequent first; counts scaled up."""
+        ranked = sorted(self.counts.items(), key=lambda kv: -kv[1])[:k]
+        return [(key, c * self.sample, self.errors.get(key, 0) * self.sample) for key, c in ranked]
+
+    def stats_lines(self, k: int = 10) -> list[tuple[str, object]]:
+        lines: list[tuple[str, object]] = [("hotkeys_sample", self.sample)]
+        for i, (key, count, err) in enumerate(self.top(k)):
+            lines.append((f"hotkey:{i}", f"{key.decode('latin-1')} {count} {err}"))
+        return lines

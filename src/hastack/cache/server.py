@@ -1,0 +1,328 @@
+"""The cache service: an asyncio Protocol per connection around the sans-I/O codec and engine.
+
+Per read: feed the codec, run every complete command, write all replies with one
+``transport.write``. Backpressure: when a client's unsent replies pass
+``max_write_buffer_bytes`` the transport calls ``pause_writing``; we stop reading that client
+(and stop executing the commands already buffered) until ``resume_writing``. A client that
+pipelines forever and never reads therefore holds at most one read buffer plus the write
+high-water mark of server memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hastack.cache import proto
+from hastack.cache.config import CacheConfig
+from hastack.cache.engine import Engine, Quit
+from hastack.cache.mrc import HotKeys, MissRatioCurve
+from hastack.cache.proto import ServerCodec
+from hastack.cache.state import CacheState
+from hastack.config import HostConfig, ServiceConfig
+from hastack.core.net import ConnectionProtocol, TcpListener
+from hastack.core.service import Service
+from hastack.errors import ProtocolError
+
+# Replies gathered from one read are written in slices of at most this many bytes, so that one
+# read of many pipelined gets cannot build an unbounded reply before backpressure is checked.
+_BATCH_BYTES = 256 * 1024
+
+_STATE_COUNTERS = (
+    "cmd_get",
+    "cmd_set",
+    "cmd_flush",
+    "cmd_touch",
+    "cmd_meta",
+    "get_hits",
+    "get_misses",
+    "get_expired",
+    "get_flushed",
+    "delete_hits",
+    "delete_misses",
+    "incr_hits",
+    "incr_misses",
+    "decr_hits",
+    "decr_misses",
+    "cas_hits",
+    "cas_misses",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "store_too_large",
+    "store_no_memory",
+    "total_items",
+    "evictions",
+    "evicted_unfetched",
+    "expired_unfetched",
+    "reclaimed",
+    "crawler_reclaimed",
+    "bytes",
+)
+
+
+def _getter(obj: object, name: str) -> Callable[[], int]:
+    def get() -> int:
+        value: int = getattr(obj, name)
+        return value
+
+    return get
+
+
+class CacheProtocol(ConnectionProtocol):
+    __slots__ = ("_codec", "_engine", "_paused", "_svc", "last_active")
+
+    def __init__(self, service: CacheService) -> None:
+        self._svc = service
+        self._engine = service.engine
+        cfg = service.cfg
+        self._codec = ServerCodec(max_value_bytes=cfg.max_item_bytes)
+        self._paused = False
+        self.last_active = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        high = self._svc.cfg.max_write_buffer_bytes
+        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
+        self._svc.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._svc.conns.discard(self)
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._run()
+
+    def data_received(self, data: bytes) -> None:
+        self._svc.bytes_read += len(data)
+        self._codec.receive_data(data)
+        self._run()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too, after what is queued has been written
+
+    def _run(self) -> None:
+        transport = self.transport
+        if transport is None or self._paused:
+            return
+        svc = self._svc
+        codec = self._codec
+        execute = self._engine.execute
+        now = int(time.time())
+        self.last_active = time.monotonic()
+        out: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                ev = codec.next_event()
+                if ev is None:
+                    break
+                reply = execute(ev, now)
+            except ProtocolError as err:
+                if err.reply:
+                    out.append(err.reply)
+                if err.fatal:
+                    self._write(out)
+                    transport.close()
+                    return
+                continue
+            except Quit:
+                self._write(out)
+                transport.close()
+                return
+            if reply:
+                out.append(reply)
+                size += len(reply)
+                if size > _BATCH_BYTES:
+                    self._write(out)
+                    out = []
+                    size = 0
+                    if self._paused:
+                        return  # the rest stays in the codec until resume_writing
+        if out:
+            self._write(out)
+        if codec.buffered > svc.cfg.max_item_bytes + proto.MULTIGET_LINE_MAX_BYTES:
+            transport.close()  # cannot happen with the codec's own limits; belt and braces
+
+    def _write(self, out: list[bytes]) -> None:
+        if not out or self.transport is None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self._svc.bytes_written += len(data)
+        self.transport.write(data)
+
+
+class CacheService(Service):
+    name = "cache"
+
+    def __init__(self, config: ServiceConfig, host: HostConfig | None = None) -> None:
+        super().__init__(config, host)
+        assert isinstance(config, CacheConfig)
+        self.cfg = config
+        self.started_at = int(time.time())
+        self.state = CacheState(
+            max_memory_bytes=config.max_memory_bytes,
+            max_item_bytes=config.max_item_bytes,
+            evictions_enabled=config.evictions,
+            started=self.started_at,
+        )
+        self.mrc = (
+            MissRatioCurve(config.mrc_sample_rate, config.mrc_max_keys)
+            if config.mrc_sample_rate > 0
+            else None
+        )
+        self.hotkeys = (
+            HotKeys(config.hotkeys_capacity, config.hotkeys_sample)
+            if config.hotkeys_capacity > 0
+            else None
+        )
+        self.engine = Engine(
+            self.state,
+            server_stats=self._server_stats,
+            settings=self._settings(),
+            mrc=self.mrc,
+            hotkeys=self.hotkeys,
+        )
+        if not config.flush_enabled:
+            self.engine._dispatch[proto.FlushAll] = self._flush_refused  # type: ignore[assignment]
+        self.conns: set[CacheProtocol] = set()
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.listener: TcpListener | None = None
+        self._register_stats()
+
+    @staticmethod
+    def _flush_refused(ev: proto.FlushAll, now: int) -> bytes:
+        return b"" if ev.noreply else b"CLIENT_ERROR flush_all not allowed\r\n"
+
+    async def start(self) -> None:
+        self.listener = await self.listen_tcp(
+            self.cfg.listen,
+            lambda: CacheProtocol(self),
+            name="listen",
+            max_connections=self.cfg.max_connections,
+            on_reject=_reject,
+        )
+        self.spawn(self._expiry_loop(), name="expiry")
+        if self.cfg.idle_timeout > 0:
+            self.spawn(self._idle_loop(), name="idle")
+        self.log.info("cache listening on %s", self.listener.address)
+
+    async def _expiry_loop(self) -> None:
+        """Memcached's LRU crawler, simplified: sweep every key in slices, yielding between."""
+        while True:
+            await asyncio.sleep(self.cfg.expiry_interval)
+            keys = list(self.state.items)
+            for i in range(0, len(keys), 2000):
+                self.state.reap(keys[i : i + 2000], int(time.time()))
+                await asyncio.sleep(0)
+
+    async def _idle_loop(self) -> None:
+        timeout = self.cfg.idle_timeout
+        while True:
+            await asyncio.sleep(min(timeout / 2, 1.0))
+            limit = time.monotonic() - timeout
+            for conn in list(self.conns):
+                if conn.last_active < limit and conn.transport is not None:
+                    conn.transport.close()
+
+    def _settings(self) -> list[tuple[str, object]]:
+        c = self.cfg
+        return [
+            ("maxbytes", c.max_memory_bytes),
+            ("maxconns", c.max_connections),
+            ("tcpport", c.listen.port),
+            ("udpport", 0),
+            ("inter", c.listen.host),
+            ("verbosity", 0),
+            ("oldest", 0),
+            ("evictions", "on" if c.evictions else "off"),
+            ("domain_socket", "NULL"),
+            ("umask", 700),
+            ("shutdown_command", "no"),
+            ("growth_factor", "1.25"),
+            ("chunk_size", 48),
+            ("num_threads", 1),
+            ("stat_key_prefix", ":"),
+            ("detail_enabled", "no"),
+            ("reqs_per_event", 20),
+            ("cas_enabled", "yes"),
+            ("tcp_backlog", 1024),
+            ("binding_protocol", "ascii"),
+            ("auth_enabled_sasl", "no"),
+            ("auth_enabled_ascii", "no"),
+            ("item_size_max", c.max_item_bytes),
+            ("maxconns_fast", "yes"),
+            ("hashpower_init", 0),
+            ("slab_reassign", "no"),
+            ("slab_automove", 0),
+            ("lru_crawler", "yes"),
+            ("lru_maintainer_thread", "no"),
+            ("lru_segmented", "no"),
+            ("hash_algorithm", "python-dict"),
+            ("idle_timeout", int(c.idle_timeout)),
+            ("flush_enabled", "yes" if c.flush_enabled else "no"),
+            ("dump_enabled", "no"),
+            ("mrc_sample_rate", c.mrc_sample_rate),
+            ("hotkeys_capacity", c.hotkeys_capacity),
+        ]
+
+    def _server_stats(self) -> list[tuple[str, object]]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        lst = self.listener
+        counters = lst.counters() if lst is not None else {}
+        return [
+            ("rusage_user", f"{ru.ru_utime:.6f}"),
+            ("rusage_system", f"{ru.ru_stime:.6f}"),
+            ("max_connections", self.cfg.max_connections),
+            ("curr_connections", counters.get("curr_connections", 0)),
+            ("total_connections", counters.get("total_connections", 0)),
+            ("rejected_connections", counters.get("rejected_connections", 0)),
+            ("connection_structures", counters.get("curr_connections", 0)),
+            ("bytes_read", self.bytes_read),
+            ("bytes_written", self.bytes_written),
+            ("accepting_conns", 1 if lst is not None and lst.accepting else 0),
+            ("listen_disabled_num", counters.get("listen_disabled_num", 0)),
+        ]
+
+    def _register_stats(self) -> None:
+        st = self.state
+        for name in _STATE_COUNTERS:
+            self.stats.gauge(name, _getter(st, name), help=f"memcached {name}")
+        self.stats.gauge("curr_items", lambda: len(st.items), help="items stored now")
+        self.stats.gauge("limit_maxbytes", lambda: st.max_memory_bytes, help="memory limit")
+        self.stats.gauge("bytes_read", lambda: self.bytes_read, help="bytes received")
+        self.stats.gauge("bytes_written", lambda: self.bytes_written, help="bytes sent")
+        for key in ("curr_connections", "total_connections", "rejected_connections",
+                    "listen_disabled_num"):  # fmt: skip
+            self.stats.gauge(key, self._listener_getter(key), help=f"memcached {key}")
+
+    def _listener_getter(self, key: str) -> Callable[[], int]:
+        def get() -> int:
+            return self.listener.counters()[key] if self.listener is not None else 0
+
+        return get
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        return True, {"curr_items": len(self.state.items), "bytes": self.state.bytes}
+
+
+def _reject(sock: socket.socket) -> None:
+    """memcached with maxconns_fast (the 1.6 default): tell the client, then close."""
+    sock.setblocking(False)
+    try:
+        sock.send(proto.TOO_MANY_CONNECTIONS)
+    except BlockingIOError:
+        pass  # the kernel buffer of a brand-new socket is empty; nothing to wait for

@@ -1,0 +1,289 @@
+"""Pure cache state: one exact LRU over every item, expiry and flush with time passed in.
+
+No slab classes: one ``OrderedDict`` in recency order (oldest first), so memory freed by any
+item is usable by any other (no slab calcification). Memory is counted per item as an honest
+estimate of what CPython really spends on it (``ITEM_OVERHEAD_BYTES`` + key + stored data),
+not memcached's header arithmetic; ``memcached_size()`` gives the memcached figure for ``me``.
+
+Times are integer seconds (Unix time) passed in by the caller; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+# Measured on CPython 3.11 / x86-64 (see docs/cache.md): Item object with 6 slots (80 B incl.
+# GC header), its CAS int (32 B), the OrderedDict entry (hash table slot + linked node, ~110 B)
+# and the two bytes-object headers for key and data (2 x 33 B, rounded by pymalloc).
+ITEM_OVERHEAD_BYTES = 290
+
+REALTIME_MAXDELTA = 60 * 60 * 24 * 30  # memcached: exptimes above 30 days are absolute
+ITEM_UPDATE_INTERVAL = 60  # memcached: an item's access time is bumped at most once a minute
+
+FETCHED = 1
+STALE = 2
+TOKEN_SENT = 4
+
+
+class Item:
+    """One cached value.
+
+    ``data`` is the stored wire suffix ``b" <flags> <len>\\r\\n<value>\\r\\n"``,
+    so that a get reply is just ``VALUE <key>`` + data.
+    """
+
+    __slots__ = ("bits", "cas", "data", "exptime", "flags", "time")
+
+    def __init__(self, data: bytes, flags: int, exptime: int, cas: int, time: int) -> None:
+        self.data = data
+        self.flags = flags
+        self.exptime = exptime
+        self.cas = cas
+        self.time = time
+        self.bits = 0
+
+    @property
+    def value(self) -> bytes:
+        d = self.data
+        return d[d.index(b"\n") + 1 : -2]
+
+
+def make_data(flags: int, value: bytes) -> bytes:
+    return b" %d %d\r\n%b\r\n" % (flags, len(value), value)
+
+
+def memcached_size(key: bytes, flags: int, nbytes: int) -> int:
+    """memcached 1.6.18's ``ITEM_ntotal``: 48 B header + 8 B CAS + key + 1 + value + 2
+    (+ 4 when flags are non-zero)."""
+    return 48 + 8 + len(key) + 1 + nbytes + 2 + (4 if flags else 0)
+
+
+def slab_class(size: int) -> int:
+    """memcached's slab class for an item of ``size`` bytes (-n 48, -f 1.25, 8-byte aligned)."""
+    chunk = 96
+    cls = 1
+    while chunk < size and chunk < 512 * 1024:
+        chunk = int(chunk * 1.25)
+        chunk += (8 - chunk % 8) % 8
+        cls += 1
+    return cls
+
+
+def item_cost(key: bytes, data: bytes) -> int:
+    return ITEM_OVERHEAD_BYTES + len(key) + len(data)
+
+
+class CacheState:
+    """Items, LRU order, memory accounting, CAS counter, flush state and memcached's counters.
+
+    ``max_memory_bytes``: like memcached ``-m`` (default 64 MiB), counted with ``item_cost``.
+    ``max_item_bytes``: like ``-I`` (default 1 MiB), checked with memcached's own item size
+    formula so that the same values fit as in memcached.
+    ``started``: Unix time the server started (memcached's ``process_started``).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_memory_bytes: int = 64 * 1024 * 1024,
+        max_item_bytes: int = 1024 * 1024,
+        evictions_enabled: bool = True,  # memcached -M turns evictions off
+        started: int = 0,
+    ) -> None:
+        self.items: OrderedDict[bytes, Item] = OrderedDict()
+        self.max_memory_bytes = max_memory_bytes
+        self.max_item_bytes = max_item_bytes
+        self.evictions_enabled = evictions_enabled
+        self.started = started
+        self.bytes = 0
+        self.last_cas = 0
+        self.oldest_live = 0  # flush_all: items with time <= this are dead once it has passed
+        self.oldest_cas = 0  # flush_all: items with a CAS below this are dead
+        # memcached counters (names as in "stats")
+        self.cmd_get = 0
+        self.cmd_set = 0
+        self.cmd_flush = 0
+        self.cmd_touch = 0
+        self.cmd_meta = 0
+        self.get_hits = 0
+        self.get_misses = 0
+        self.get_expired = 0
+        self.get_flushed = 0
+        self.delete_hits = 0
+        self.delete_misses = 0
+        self.incr_hits = 0
+        self.incr_misses = 0
+        self.decr_hits = 0
+        self.decr_misses = 0
+        self.cas_hits = 0
+        self.cas_misses = 0
+        self.cas_badval = 0
+        self.touch_hits = 0
+        self.touch_misses = 0
+        self.store_too_large = 0
+        self.store_no_memory = 0
+        self.total_items = 0
+        self.evictions = 0
+        self.evicted_unfetched = 0
+        self.evicted_active = 0
+        self.expired_unfetched = 0
+        self.reclaimed = 0
+        self.crawler_reclaimed = 0
+        self.crawler_items_checked = 0
+
+    # -- time ----------------------------------------------------------------------------------
+    def realtime(self, exptime: int, now: int) -> int:
+        """memcached's ``realtime(EXPTIME_TO_POSITIVE_TIME(exptime))`` as absolute Unix time.
+
+        0 = never; negative = already expired; <= 30 days relative; larger = absolute."""
+        if exptime == 0:
+            return 0
+        if exptime < 0:
+            return 1
+        if exptime > REALTIME_MAXDELTA:
+            return exptime if exptime > self.started else 1
+        return now + exptime
+
+    def next_cas(self) -> int:
+        self.last_cas += 1
+        return self.last_cas
+
+    # -- lookup --------------------------------------------------------------------------------
+    def peek(self, key: bytes, now: int) -> Item | None:
+        """The live item for ``key`` (dropping it if expired or flushed), without LRU bump."""
+        it = self.items.get(key)
+        if it is None:
+            return None
+        if (it.exptime and it.exptime <= now) or self._flushed(it, now):
+            self._unlink(key, it)
+            return None
+        return it
+
+    def _flushed(self, it: Item, now: int) -> bool:
+        ol = self.oldest_live
+        if ol == 0 or ol > now:
+            return False
+        return it.time <= ol or (self.oldest_cas != 0 and it.cas < self.oldest_cas)
+
+    def fetch(self, key: bytes, now: int) -> Item | None:
+        """A get: counts expired/flushed misses, marks fetched, bumps LRU."""
+        items = self.items
+        it = items.get(key)
+        if it is None:
+            return None
+        if (it.exptime and it.exptime <= now) or self._flushed(it, now):
+            if it.exptime and it.exptime <= now:
+                self.get_expired += 1
+            else:
+                self.get_flushed += 1
+            self._unlink(key, it)
+            return None
+        it.bits |= FETCHED
+        items.move_to_end(key)
+        if it.time < now - ITEM_UPDATE_INTERVAL:
+            it.time = now
+        return it
+
+    def bump(self, key: bytes, it: Item, now: int) -> None:
+        it.bits |= FETCHED
+        self.items.move_to_end(key)
+        if it.time < now - ITEM_UPDATE_INTERVAL:
+            it.time = now
+
+    # -- mutation ------------------------------------------------------------------------------
+    def _unlink(self, key: bytes, it: Item) -> None:
+        del self.items[key]
+        self.bytes -= item_cost(key, it.data)
+
+    def unlink(self, key: bytes) -> bool:
+        it = self.items.get(key)
+        if it is None:
+            return False
+        self._unlink(key, it)
+        return True
+
+    def item_too_large(self, key: bytes, flags: int, nbytes: int) -> bool:
+        return memcached_size(key, flags, nbytes) > self.max_item_bytes
+
+    def link(self, key: bytes, it: Item, now: int) -> bool:
+        """Insert or replace ``key`` with ``it`` (assigning a new CAS); evicts LRU items to make
+        room. False when the item cannot fit (out of memory)."""
+        cost = item_cost(key, it.data)
+        items = self.items
+        old = items.get(key)
+        if old is not None:
+            self.bytes -= item_cost(key, old.data)
+            del items[key]
+        limit = self.max_memory_bytes
+        if self.bytes + cost > limit:
+            if not self.evictions_enabled or cost > limit:
+                return False
+            while self.bytes + cost > limit and items:
+                self._evict_one(now)
+        self.last_cas += 1
+        it.cas = self.last_cas
+        items[key] = it
+        self.bytes += cost
+        self.total_items += 1
+        return True
+
+    def _evict_one(self, now: int) -> None:
+        key, it = self.items.popitem(last=False)
+        self.bytes -= item_cost(key, it.data)
+        if (it.exptime and it.exptime <= now) or self._flushed(it, now):
+            self.reclaimed += 1
+            if not it.bits & FETCHED:
+                self.expired_unfetched += 1
+        else:
+            self.evictions += 1
+            if not it.bits & FETCHED:
+                self.evicted_unfetched += 1
+
+    def replace_data(self, key: bytes, it: Item, data: bytes) -> None:
+        """Change an item's data in place (incr/decr), keeping its LRU position."""
+        self.bytes += len(data) - len(it.data)
+        it.data = data
+
+    def flush_all(self, delay: int, now: int) -> None:
+        """memcached's flush_all: with no delay every current item dies now (and the memory is
+        reclaimed now); with a delay, items not updated since then die when it passes."""
+        new_oldest = self.realtime(delay, now) if delay > 0 else now
+        self.oldest_live = new_oldest - 1
+        if self.oldest_live <= now:
+            self.oldest_cas = self.next_cas()
+            self.items.clear()
+            self.bytes = 0
+        self.cmd_flush += 1
+
+    def set_memory_limit(self, max_memory_bytes: int, now: int) -> None:
+        self.max_memory_bytes = max_memory_bytes
+        while self.bytes > max_memory_bytes and self.items:
+            self._evict_one(now)
+
+    def reap(self, keys: Iterable[bytes], now: int) -> int:
+        """Crawler step: drop expired or flushed items among ``keys``; returns how many."""
+        n = 0
+        items = self.items
+        for key in keys:
+            it = items.get(key)
+            if it is None:
+                continue
+            self.crawler_items_checked += 1
+            if (it.exptime and it.exptime <= now) or self._flushed(it, now):
+                self._unlink(key, it)
+                self.crawler_reclaimed += 1
+                if not it.bits & FETCHED:
+                    self.expired_unfetched += 1
+                n += 1
+        return n
+
+    def reset_counters(self) -> None:
+        keep = {"bytes", "last_cas", "oldest_live", "oldest_cas", "total_items_base"}
+        for name, value in list(vars(self).items()):
+            if isinstance(value, int) and not isinstance(value, bool) and name not in keep and (
+                name.startswith(("cmd_", "get_", "delete_", "incr_", "decr_", "cas_", "touch_",
+                                 "store_", "evict", "expired_", "reclaimed", "crawler_"))
+                or name == "total_items"
+            ):  # fmt: skip
+                setattr(self, name, 0)
