@@ -59,9 +59,7 @@ def test_rfc5424_examples_with_bom_and_sd() -> None:
         ("exampleSDID@32473", [("iut", "3"), ("eventSource", "Application"), ("eventID", "1011")])
     ]
     assert format_ts(r.ts) == "2003-10-11T22:14:15.003000Z"
-    r = parse(
-        b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - %% It's time"
-    )
+    r = parse(b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - %% It's time")
     assert format_ts(r.ts) == "2003-08-24T12:14:15.000003Z"
     assert (r.procid, r.structured_data, r.msg) == ("8710", None, "%% It's time")
 
@@ -185,17 +183,26 @@ def test_octet_counting_back_to_back_with_lf_inside() -> None:
 
 def test_lf_framing_mixed_formats_and_crlf() -> None:
     data = b"<13>Nov 28 08:00:00 h t: a\r\n<13>1 - h a - - - b\n"
-    assert frames([data]) == [(b"<13>Nov 28 08:00:00 h t: a", False), (b"<13>1 - h a - - - b", False)]
+    assert frames([data]) == [
+        (b"<13>Nov 28 08:00:00 h t: a", False),
+        (b"<13>1 - h a - - - b", False),
+    ]
 
 
 def test_nul_framing_keeps_lf() -> None:
     f = TcpFramer()
-    assert f.feed(b"<14>one\x00<14>two\nlines\x00") == [(b"<14>one", False), (b"<14>two\nlines", False)]
+    assert f.feed(b"<14>one\x00<14>two\nlines\x00") == [
+        (b"<14>one", False),
+        (b"<14>two\nlines", False),
+    ]
     assert f.mode == "nul"
 
 
 def test_unterminated_last_frame_at_close() -> None:
-    assert frames([b"<14>a\n<14>no terminator"]) == [(b"<14>a", False), (b"<14>no terminator", False)]
+    assert frames([b"<14>a\n<14>no terminator"]) == [
+        (b"<14>a", False),
+        (b"<14>no terminator", False),
+    ]
 
 
 def test_oversize_frames_truncated_not_fatal() -> None:
@@ -248,7 +255,9 @@ def test_any_input_gives_a_record(data: bytes) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.data(), st.lists(messages, min_size=1, max_size=6), st.sampled_from(["octet", "lf", "nul"]))
+@given(
+    st.data(), st.lists(messages, min_size=1, max_size=6), st.sampled_from(["octet", "lf", "nul"])
+)
 def test_any_split_frames_the_same(data: st.DataObject, msgs: list[bytes], framing: str) -> None:
     if framing == "octet":
         stream = b"".join(frame_octet_counted(m) for m in msgs)
