@@ -44,7 +44,7 @@ class HealthConfig:
     """Active HTTP checks and passive ejection (HAProxy `check inter 2000 rise 2 fall 3`)."""
 
     enabled: bool = setting(True, help="run active checks (passive ejection always runs)")
-    path: str = setting("/", help="GET this path; 2xx/3xx is healthy")
+    path: str = setting("/", help="GET this path; any answer below 500 is healthy")
     host: str | None = setting(None, help="Host header of checks (default: the backend address)")
     check_interval: float = setting(2.0, min=0.05, help="HAProxy inter 2000 ms")
     check_timeout: float = setting(2.0, min=0.05, help="HAProxy timeout check (defaults to inter)")

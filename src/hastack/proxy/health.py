@@ -1,7 +1,8 @@
 """Active HTTP health checks (HAProxy style: interval, timeout, rise, fall).
 
 One loop per pool checks every backend concurrently each ``check_interval`` with a fresh
-connection (``GET path``, ``Connection: close``); 2xx/3xx within ``check_timeout`` is good.
+connection (``GET path``, ``Connection: close``); any status below 500 within ``check_timeout`` is
+good (an app that answers, even with 404, is alive; one that answers 5xx is not).
 A backend marked down has the requests still waiting for its response head aborted, so their
 idempotent requests are retried on another backend at once instead of waiting for the
 response timeout: a hung backend costs at most one retry.
@@ -39,7 +40,7 @@ async def check_once(host: str, port: int, path: str, host_header: str, timeout:
                     if isinstance(ev, Response):
                         if ev.status < 200:
                             continue
-                        return 200 <= ev.status < 400
+                        return ev.status < 500  # an app that answers, even 404, is alive
                     return False
             finally:
                 conn.abort()

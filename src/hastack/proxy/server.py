@@ -228,11 +228,16 @@ class ClientConnection(HTTPProtocol):
         self.idle = True
         self.trusted = False
         self.peer_ip: bytes = b""
+        self.local_host: bytes = b"localhost"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         ip = self.peer[0] if self.peer else None
         self.peer_ip = ip.encode() if ip else b""
+        local = transport.get_extra_info("sockname")
+        self.local_host = (
+            b"%s:%d" % (local[0].encode(), local[1]) if isinstance(local, tuple) else b"localhost"
+        )
         self.trusted = self.front.is_trusted(ip)
         self.front.connections.add(self)
         self.task = self.loop.create_task(self._serve())
@@ -477,8 +482,8 @@ class ProxyService(Service):
         front = conn.front
         if status >= 400:
             front.c_errors.value += 1
-        keep = req.keep_alive and not conn.closing and not conn.parser.in_body
-        if conn.parser.in_body:
+        keep = req.keep_alive and not conn.closing and not conn.parser.in_body and status != 400
+        if conn.parser.in_body and status != 400:
             # Unread request body: consume a small one, otherwise close after answering.
             keep = req.keep_alive and await self._discard_body(conn, 64 * 1024)
         if not conn.closed:
@@ -525,6 +530,8 @@ class ProxyService(Service):
         lines = [b"%s %s HTTP/1.1\r\n" % (req.method, target)]
         xff: bytes | None = None
         proto: bytes | None = None
+        if req.version == b"1.0" and req.header(b"host") is None:
+            lines.append(b"Host: " + conn.local_host + b"\r\n")  # HTTP/1.1 needs one
         for k, v in req.headers:
             lk = k.lower()
             if lk in drop:
