@@ -6,7 +6,6 @@ import asyncio
 import collections
 
 import aiohttp
-
 from proxy_helpers import jsonb, make_backend, proxy_addr, raw_request, run_proxy, serve_app
 
 
