@@ -569,7 +569,8 @@ class Engine:
         it = st.peek(key, now)
         if it is None:
             return b"EN\r\n"
-        exp = -1 if it.exptime == 0 else it.exptime - now
+        # memcached 1.6.18 prints current_time - exptime here (negative while alive)
+        exp = -1 if it.exptime == 0 else now - it.exptime
         data = it.data
         nbytes = len(data) - data.index(b"\n") - 1 - 2
         size = memcached_size(key, it.flags, nbytes)

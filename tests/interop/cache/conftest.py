@@ -1,0 +1,86 @@
+"""Fixtures: a real memcached 1.6.18 and an in-process hastack cache, both on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from hastack.cache.config import CacheConfig
+from hastack.cache.server import CacheService
+from hastack.config import Address
+from hastack.testing import free_port
+
+MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+
+
+def wait_ready(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"version\r\n")
+                if s.recv(100).startswith(b"VERSION"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing answers on port {port}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def memcached_port() -> Iterator[int]:
+    if not shutil.which("memcached") and not shutil.os.path.exists(MEMCACHED):  # type: ignore[attr-defined]
+        pytest.fail("memcached is not installed (Debian package memcached)")
+    port = free_port()
+    argv = [MEMCACHED, "-U", "0", "-t", "1", "-m", "64", "-l", "127.0.0.1", "-p", str(port)]
+    import os
+
+    if os.geteuid() == 0:
+        argv += ["-u", "nobody"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_ready(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class ThreadedCache:
+    """A CacheService on its own event loop in a thread, for synchronous tests and clients."""
+
+    def __init__(self, config: CacheConfig) -> None:
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.service = CacheService(config)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ThreadedCache:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.service.start(), self.loop).result(30)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.service.listener is not None
+        return self.service.listener.address.port
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def hastack_cache() -> Iterator[ThreadedCache]:
+    with ThreadedCache(CacheConfig(listen=Address("127.0.0.1", 0))) as cache:
+        yield cache
