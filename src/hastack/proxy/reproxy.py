@@ -113,10 +113,16 @@ def parse_cache_for(
 
 
 class DeadHosts:
-    """Short memory of storage hosts that failed (connect error or timeout)."""
+    """Short memory of storage hosts that failed (connect error or timeout).
 
-    def __init__(self, interval: float) -> None:
+    When the memory expires, exactly one request probes the host again (the entry is extended
+    by ``probe_window`` for everyone else), so a still-hung host costs one request per interval,
+    not every request that happens to arrive then.
+    """
+
+    def __init__(self, interval: float, probe_window: float = 5.0) -> None:
         self.interval = interval
+        self.probe_window = probe_window
         self._until: dict[str, float] = {}
 
     def mark(self, key: str, now: float) -> None:
@@ -128,20 +134,22 @@ class DeadHosts:
         if t is None:
             return False
         if now >= t:
-            del self._until[key]
+            self._until[key] = now + self.probe_window  # this caller probes; others wait
             return False
         return True
+
+    def alive(self, key: str) -> None:
+        self._until.pop(key, None)
 
     def order(
         self, urls: list[tuple[str, int, bytes]], now: float
     ) -> list[tuple[str, int, bytes]]:
         if not self._until:
             return urls
-        alive = [u for u in urls if not self.is_dead(f"{u[0]}:{u[1]}", now)]
-        if len(alive) == len(urls):
-            return urls
-        dead = [u for u in urls if u not in alive]
-        return alive + dead
+        alive, dead = [], []
+        for u in urls:
+            (dead if self.is_dead(f"{u[0]}:{u[1]}", now) else alive).append(u)
+        return alive + dead if dead else urls
 
 
 class StorageClient:
@@ -159,7 +167,7 @@ class StorageClient:
         self.connect_timeout = connect_timeout
         self.response_timeout = response_timeout
         self.idle = IdleConnections(max_idle, idle_timeout)
-        self.dead = DeadHosts(dead_interval)
+        self.dead = DeadHosts(dead_interval, connect_timeout + response_timeout)
         self.high_water = high_water
         self.attempts = 0
         self.failures = 0
@@ -225,6 +233,7 @@ class StorageClient:
             raise StorageFailure(
                 f"{key}: size {ev.content_length} != expected {expected_size}"
             )
+        self.dead.alive(key)
         return conn, ev
 
     def done(self, conn: UpstreamConnection) -> None:
