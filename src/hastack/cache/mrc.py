@@ -69,13 +69,15 @@ class MissRatioCurve:
         # counts are scaled by 1/rate at the rate in force when they were taken)
         self.hist: dict[int, float] = {}
         self.cold = 0.0  # first accesses (infinite distance), scaled
-        self.total = 0.0  # all accesses, scaled
+        self.total = 0.0  # sampled accesses, scaled
+        self.accesses = 0  # every access seen (sampled or not): SHARDS_adj's true total
 
     @property
     def rate(self) -> float:
         return self.threshold / _P
 
     def access(self, key: bytes) -> None:
+        self.accesses += 1
         h = zlib.crc32(key) & (_P - 1)
         if h >= self.threshold:
             return
@@ -134,7 +136,11 @@ class MissRatioCurve:
         for b, count in self.hist.items():
             if _bucket_value(b) < items:
                 hits += count
-        return max(0.0, min(1.0, 1.0 - hits / self.total))
+        # SHARDS_adj: the sample saw `total` scaled accesses where `accesses` happened; the
+        # difference is credited to the smallest distances (hits for any cache size).
+        n = self.accesses or self.total
+        misses = self.total - hits
+        return max(0.0, min(1.0, misses / n))
 
     def curve(self, sizes: Iterable[float]) -> list[tuple[float, float]]:
         return [(s, self.miss_ratio(s)) for s in sizes]
@@ -153,18 +159,21 @@ class MissRatioCurve:
         return lines
 
 
+_STEPS = 32  # histogram buckets per octave of distance (about 2 % wide)
+
+
 def _bucket(d: float) -> int:
-    # 1/8-octave buckets: value of bucket b is 2 ** (b / 8); distance 0 -> bucket -1
+    # bucket b covers [2 ** (b / _STEPS), 2 ** ((b + 1) / _STEPS)); distance 0 -> bucket -1
     if d < 1:
         return -1
-
-    return int(math.log2(d) * 8)
+    return int(math.log2(d) * _STEPS)
 
 
 def _bucket_value(b: int) -> float:
+    """Representative distance of a bucket: its geometric midpoint."""
     if b < 0:
         return 0.0
-    return float(2 ** (b / 8))
+    return float(2 ** ((b + 0.5) / _STEPS))
 
 
 def _default_sizes(keys_estimate: float) -> list[float]:

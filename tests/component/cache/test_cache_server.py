@@ -1,0 +1,123 @@
+"""CacheService in-process on loopback: backpressure, connection limit, stats, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+from hastack.cache.config import CacheConfig
+from hastack.cache.server import CacheService
+from hastack.config import Address
+from hastack.testing import running_service
+
+
+def config(**kw: object) -> CacheConfig:
+    return CacheConfig(listen=Address("127.0.0.1", 0), **kw)  # type: ignore[arg-type]
+
+
+async def roundtrip(port: int, data: bytes, until: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    out = await asyncio.wait_for(reader.readuntil(until), 30)
+    writer.close()
+    return out
+
+
+async def test_slow_reader_keeps_server_memory_bounded() -> None:
+    cfg = config(max_write_buffer_bytes=64 * 1024)
+    async with running_service(CacheService, cfg) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        await roundtrip(port, b"set big 0 0 10000\r\n" + b"x" * 10000 + b"\r\n", b"STORED\r\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # 20,000 pipelined gets would produce ~200 MB of replies; we never read them.
+        request = b"get big\r\n" * 20000
+        writer.write(request)
+        await asyncio.sleep(0)  # let the writes flow; then check for a bounded backlog
+
+        def backlog() -> int:
+            conns = list(svc.conns)
+            assert len(conns) == 1
+            t = conns[0].transport
+            assert t is not None
+            return t.get_write_buffer_size() + conns[0]._codec.buffered
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not list(svc.conns)[0]._paused:
+            assert asyncio.get_running_loop().time() < deadline, "server never paused"
+            await asyncio.sleep(0.01)
+        # paused: unsent replies are bounded by the high-water mark + one reply batch
+        assert backlog() < 64 * 1024 + 300 * 1024 + len(request)
+        # now read everything: every get is answered, in order, then the server is idle
+        total = 0
+        expected = 20000 * len(b"VALUE big 0 10000\r\n" + b"x" * 10000 + b"\r\nEND\r\n")
+        while total < expected:
+            chunk = await asyncio.wait_for(reader.read(1 << 20), 30)
+            assert chunk
+            total += len(chunk)
+        assert total == expected
+        writer.close()
+
+
+async def test_connection_limit_rejects_with_memcached_message() -> None:
+    async with running_service(CacheService, config(max_connections=2)) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for r, w in held:
+            w.write(b"version\r\n")
+            assert await asyncio.wait_for(r.readline(), 10) == b"VERSION 1.6.18\r\n"
+        r3, w3 = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(r3.read(), 10) == b"ERROR Too many open connections\r\n"
+        w3.close()
+        held[0][1].write(b"stats\r\n")
+        stats = await asyncio.wait_for(held[0][0].readuntil(b"END\r\n"), 10)
+        assert b"STAT rejected_connections 1\r\n" in stats
+        assert b"STAT curr_connections 2\r\n" in stats
+        assert b"STAT max_connections 2\r\n" in stats
+        for _, w in held:
+            w.close()
+
+
+async def test_garbage_never_kills_the_server() -> None:
+    async with running_service(CacheService, config()) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        for junk in (bytes(range(256)) * 20, b"\x00\xff" * 5000, b"GET / HTTP/1.1\r\n\r\n"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(junk)
+            writer.write_eof()
+            replies = await asyncio.wait_for(reader.read(), 10)  # closes after answering
+            assert b"ERROR" in replies or replies == b""
+            writer.close()
+        assert await roundtrip(port, b"version\r\n", b"\r\n") == b"VERSION 1.6.18\r\n"
+
+
+async def test_quit_and_admin_stats() -> None:
+    async with running_service(CacheService, config()) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"set a 0 0 1\r\nx\r\nget a\r\nquit\r\nget a\r\n")
+        assert await asyncio.wait_for(reader.read(), 10) == (
+            b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n"
+        )
+        writer.close()
+        snap = svc.stats.snapshot()
+        assert snap["get_hits"] == 1 and snap["curr_items"] == 1 and snap["cmd_set"] == 1
+        assert "hastack_cache_get_hits 1" in svc.stats.prometheus()
+        gc.collect()
+
+
+async def test_expiry_crawler_reclaims_memory() -> None:
+    async with running_service(CacheService, config(expiry_interval=0.1)) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        await roundtrip(port, b"set gone 0 -1 1\r\nx\r\nset kept 0 0 1\r\nx\r\n", b"STORED\r\n"
+                        b"STORED\r\n")
+        deadline = asyncio.get_running_loop().time() + 30
+        while b"gone" in svc.state.items:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert list(svc.state.items) == [b"kept"]
+        assert svc.state.crawler_reclaimed == 1
