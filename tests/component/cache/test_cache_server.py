@@ -43,7 +43,7 @@ async def test_slow_reader_keeps_server_memory_bounded() -> None:
             return t.get_write_buffer_size() + conns[0]._codec.buffered
 
         deadline = asyncio.get_running_loop().time() + 30
-        while not list(svc.conns)[0]._paused:
+        while not next(iter(svc.conns))._paused:
             assert asyncio.get_running_loop().time() < deadline, "server never paused"
             await asyncio.sleep(0.01)
         # paused: unsent replies are bounded by the high-water mark + one reply batch

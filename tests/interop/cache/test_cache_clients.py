@@ -53,7 +53,7 @@ async def test_aiomcache(hastack_cache) -> None:  # type: ignore[no-untyped-def]
         assert await mc.add(b"am:a", b"x") is False
         assert await mc.replace(b"am:a", b"v2") is True
         assert await mc.multi_get(b"am:a", b"am:none") == (b"v2", None)
-        value, cas = await mc.gets(b"am:a")
+        _value, cas = await mc.gets(b"am:a")
         assert await mc.cas(b"am:a", b"v3", cas) is True
         await mc.set(b"am:n", b"5")
         assert await mc.incr(b"am:n", 3) == 8
