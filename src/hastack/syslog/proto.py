@@ -118,6 +118,18 @@ _rfc3339_cache = _TimeCache()
 
 def parse_rfc3339(text: str) -> float | None:
     """RFC 3339 / RFC 5424 timestamp -> epoch seconds; None if invalid or without an offset."""
+    # Fast path: memoise the whole-second part (with its zone); add the fraction.
+    if len(text) > 20 and text[19] == ".":
+        end = 20
+        n = len(text)
+        while end < n and "0" <= text[end] <= "9":
+            end += 1
+        if 20 < end <= 29:
+            base = parse_rfc3339(text[:19] + text[end:])
+            if base is None:
+                return None
+            digits = text[20:end]
+            return base + int(digits) / 10 ** len(digits)
     cached = _rfc3339_cache.entries.get(text, -1.0)
     if cached != -1.0:
         return cached
@@ -203,6 +215,11 @@ def parse_ts(text: str) -> float | None:
 
 _PRI: Final = re.compile(rb"<(\d{1,3})>")
 _5424_HEADER: Final = re.compile(rb"(\d{1,2}) ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+) ")
+_FAST_5424: Final = re.compile(
+    rb"<(\d{1,3})>1 ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+) "
+    rb'(-|(?:\[[^\s=\]"]+(?: +[^\s=\]"]+="(?:[^"\\]|\\.)*")* *\])+)(?= |\Z)',
+    re.S,
+)
 _5424_SHORT: Final = re.compile(rb"(\d{1,2}) ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+) ([^ ]+)\Z")
 # One or more SD elements; lenient about what is inside a quoted value (escapes honoured).
 _SD: Final = re.compile(rb'(?:\[[^\s=\]"]+(?: +[^\s=\]"]+="(?:[^"\\]|\\.)*")* *\])+', re.S)
@@ -255,7 +272,7 @@ def parse_message(
     ``tz`` is the zone RFC 3164 timestamps are assumed to be in (they carry none).
     """
     try:
-        return _parse(data, received, source, tz)
+        return _parse_any(data, received, source, tz)
     except (ValueError, IndexError, OverflowError) as exc:  # a bug, but never lose the message
         return _raw(data, received, source, f"parser-error:{type(exc).__name__}")
 
@@ -268,11 +285,77 @@ def _raw(data: bytes, received: float, source: str, note: str) -> SyslogRecord:
     )  # fmt: skip
 
 
-def _parse(data: bytes, received: float, source: str, tz: _dt.tzinfo) -> SyslogRecord:
+def _parse_any(data: bytes, received: float, source: str, tz: _dt.tzinfo) -> SyslogRecord:
     # Trailers that survive framing: rsyslog's protocol-23 template ends in LF, Python's
     # handler appends NUL, Windows senders CRLF.
-    while data and data[-1] in b"\n\r\x00":
-        data = data[:-1]
+    data = data.rstrip(b"\n\r\x00")
+    f = _FAST_5424.match(data)
+    if f is not None:
+        # The common case in one match: "<PRI>1 TS HOST APP PROCID MSGID SD MSG".
+        pri_text, ts_b, host_b, app_b, proc_b, msgid_b, sd_b = f.groups()
+        pri = int(pri_text)
+        if pri <= 191 and (pri_text[0] != 0x30 or len(pri_text) == 1):
+            if ts_b == b"-":
+                ts = received
+            else:
+                cached = _TS5424.get(ts_b)
+                if cached is None:
+                    cached = _ts5424(ts_b)
+                    if cached is None:
+                        return _parse(data, received, source, tz)
+                ts = cached
+            msg_b = data[f.end() + 1 :]
+            if msg_b[:1] == b" ":
+                msg_b = msg_b[1:]
+            elif msg_b.startswith(_BOM):
+                msg_b = msg_b[3:]
+            return SyslogRecord(
+                ts, pri >> 3, pri & 7,
+                None if host_b == b"-" else host_b.decode("utf-8", "backslashreplace"),
+                None if app_b == b"-" else app_b.decode("utf-8", "backslashreplace"),
+                None if proc_b == b"-" else proc_b.decode("utf-8", "backslashreplace"),
+                None if msgid_b == b"-" else msgid_b.decode("utf-8", "backslashreplace"),
+                None if sd_b == b"-" else sd_b.decode("utf-8", "backslashreplace"),
+                msg_b.decode("utf-8", "backslashreplace"), "5424", source,
+            )  # fmt: skip
+    return _parse(data, received, source, tz)
+
+
+_TS5424: dict[bytes, float] = {}
+_TS5424_BASE: dict[bytes, float | None] = {}
+
+
+def _ts5424(ts_b: bytes) -> float | None:
+    """RFC 5424 TIMESTAMP bytes -> epoch, memoised per whole second and zone."""
+    if len(ts_b) > 20 and ts_b[19] == 0x2E:  # "."
+        if ts_b[-1] == 0x5A:  # "Z"
+            frac, zone = ts_b[20:-1], ts_b[-1:]
+        else:
+            frac, zone = ts_b[20:-6], ts_b[-6:]
+        if not (0 < len(frac) <= 9 and frac.isdigit()):
+            return None
+        key = ts_b[:19] + zone
+        base = _TS5424_BASE.get(key, -1.0)
+        if base == -1.0:
+            base = parse_rfc3339(key.decode("ascii", "backslashreplace"))
+            if len(_TS5424_BASE) > 4096:
+                _TS5424_BASE.clear()
+            _TS5424_BASE[key] = base
+        if base is None:
+            return None
+        value = base + int(frac) / 10 ** len(frac)
+    else:
+        whole = parse_rfc3339(ts_b.decode("ascii", "backslashreplace"))
+        if whole is None:
+            return None
+        value = whole
+    if len(_TS5424) > 4096:
+        _TS5424.clear()
+    _TS5424[ts_b] = value
+    return value
+
+
+def _parse(data: bytes, received: float, source: str, tz: _dt.tzinfo) -> SyslogRecord:
     m = _PRI.match(data)
     if m is None:
         return _raw(data, received, source, "no-pri" if data else "empty")
@@ -608,7 +691,18 @@ def _field(value: str | None) -> str:
 
 def format_line(record: SyslogRecord) -> str:
     """The on-disk line (with a trailing LF); see the module docstring for the layout."""
-    meta = f"fmt={record.fmt},src={_field(record.source)}"
+    host = record.hostname or record.source or "-"
+    app = record.app_name or "-"
+    procid = record.procid or "-"
+    msgid = record.msgid or "-"
+    if _FIELD_BAD.search(f"{host}{app}{procid}{msgid}"):
+        host, app, procid, msgid = _field(host), _field(app), _field(procid), _field(msgid)
+    meta = _META.get((record.fmt, record.source))
+    if meta is None:
+        meta = f"fmt={record.fmt},src={_field(record.source)}"
+        if len(_META) > 4096:
+            _META.clear()
+        _META[(record.fmt, record.source)] = meta
     if record.note:
         meta += f",note={_field(record.note)}"
     if record.original_ts:
@@ -617,13 +711,67 @@ def format_line(record: SyslogRecord) -> str:
     if _CTL.search(msg):
         msg = _escape_ctl(msg)
     sd = record.structured_data
-    if sd and _CTL.search(sd):
+    if sd is None:
+        sd = "-"
+    elif _CTL.search(sd):
         sd = _escape_ctl(sd)
     return (
-        f"{format_ts(record.ts)} {_field(record.hostname or record.source)} "
-        f"{_field(record.app_name)} {_field(record.procid)} {_field(record.msgid)} "
-        f"{FACILITIES[record.facility]}.{SEVERITIES[record.severity]} {meta} {sd or '-'} "
-        f"{msg}\n"
+        f"{format_ts(record.ts)} {host} {app} {procid} {msgid} "
+        f"{_FACSEV[record.facility * 8 + record.severity]} {meta} {sd} {msg}\n"
+    )
+
+
+_META: dict[tuple[str, str], str] = {}
+_FACSEV: Final = tuple(f"{fac}.{sev}" for fac in FACILITIES for sev in SEVERITIES)
+
+
+# The fused fast path: the most common RFC 5424 shape (canonical UTC timestamp, printable
+# ASCII throughout) goes from payload to on-disk line as bytes, without a SyslogRecord.
+_FAST_LINE: Final = re.compile(
+    rb"<(0|[1-9]\d{0,2})>1 ([1-9]\d{3}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{6}Z) "
+    rb"([!-~]+) ([!-~]+) ([!-~]+) ([!-~]+) "
+    rb'(-|(?:\[[^\s=\]"]+(?: +[^\s=\]"]+="(?:[^"\\]|\\.)*")* *\])+)(?: |\Z)'
+)
+_CTL_B: Final = re.compile(rb"[\x00-\x1f\x7f-\xff]")
+_FACSEV_B: Final = tuple(x.encode() for x in _FACSEV)
+_VALID_SECOND: dict[bytes, bool] = {}
+
+
+def fast_line(data: bytes, source: bytes, meta: bytes) -> tuple[bytes, bytes, bytes, int] | None:
+    """``format_line(parse_message(data))`` as bytes for the common RFC 5424 shape, plus
+    (host, app, pri) for the file path; None when the general parser must look at it.
+
+    ``source`` is the sender's address and ``meta`` is ``b"fmt=5424,src=" + source``.
+    """
+    data = data.rstrip(b"\n\r\x00")
+    m = _FAST_LINE.match(data)
+    if m is None:
+        return None
+    pri_b, second, frac, host, app, procid, msgid, sd = m.groups()
+    pri = int(pri_b)
+    if pri > 191:
+        return None
+    valid = _VALID_SECOND.get(second)
+    if valid is None:
+        valid = parse_rfc3339(second.decode() + "Z") is not None
+        if len(_VALID_SECOND) > 4096:
+            _VALID_SECOND.clear()
+        _VALID_SECOND[second] = valid
+    if not valid:
+        return None
+    msg = data[m.end() :]
+    if msg[:1] == b" ":
+        msg = msg[1:]
+    if _CTL_B.search(msg) or (sd != b"-" and _CTL_B.search(sd)):
+        return None
+    if host == b"-":
+        host = source
+    return (
+        b"%b%b %b %b %b %b %b %b %b %b\n"
+        % (second, frac, host, app, procid, msgid, _FACSEV_B[pri], meta, sd, msg),
+        host,
+        app,
+        pri,
     )
 
 

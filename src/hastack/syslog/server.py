@@ -35,6 +35,7 @@ from hastack.syslog.proto import (
     SyslogRecord,
     TcpFramer,
     encode_rfc5424,
+    fast_line,
     format_line,
     frame_octet_counted,
     parse_message,
@@ -58,7 +59,7 @@ class Writer:
         self.store = store
         self.loop = asyncio.get_running_loop()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="syslog-writer")
-        self.batch: dict[str, list[str]] = {}
+        self.batch: dict[str, list[bytes]] = {}
         self.forward: list[bytes] = []
         self.batch_bytes = 0
         self.waiters: list[asyncio.Future[None]] = []
@@ -76,7 +77,7 @@ class Writer:
     def pending_bytes(self) -> int:
         return self.batch_bytes + self.in_flight_bytes + self.held_bytes
 
-    def add(self, rel: str, line: str) -> None:
+    def add(self, rel: str, line: bytes) -> None:
         lines = self.batch.get(rel)
         if lines is None:
             self.batch[rel] = [line]
@@ -106,7 +107,7 @@ class Writer:
         fut = self.loop.run_in_executor(self.executor, self._write, batch, forward, time.time())
         fut.add_done_callback(lambda f: self._done(f, waiters))
 
-    def _write(self, batch: dict[str, list[str]], forward: list[bytes], now: float) -> None:
+    def _write(self, batch: dict[str, list[bytes]], forward: list[bytes], now: float) -> None:
         # writer thread
         if forward and self.svc.spool is not None:
             try:
@@ -294,6 +295,8 @@ class SyslogService(Service):
         self.udp_sock: socket.socket | None = None
         self.subscribers: set[tuple[Filter, asyncio.Queue[str | None]]] = set()
         self._path_cache: dict[tuple[str, str | None, int, int, str], str] = {}
+        self._fast_paths: dict[tuple[bytes, bytes, int], str] = {}
+        self._src_meta: dict[str, tuple[bytes, bytes]] = {}
         self._date_in_path = "{date}" in config.path_template
         self.forward_connected = False
         s = self.stats
@@ -434,6 +437,18 @@ class SyslogService(Service):
 
     # ---- ingest (event loop)
 
+    def _fast_rel(self, host: bytes, app: bytes, pri: int, now: float) -> str:
+        rel = render_path(
+            self.cfg.path_template, host.decode(), None if app == b"-" else app.decode(),
+            FACILITIES[pri >> 3], SEVERITIES[pri & 7],
+            time.strftime("%Y-%m-%d", time.gmtime(now)) if self._date_in_path else "",
+        )  # fmt: skip
+        if not self._date_in_path:  # with {date} in the template the answer changes daily
+            if len(self._fast_paths) > 10000:
+                self._fast_paths.clear()
+            self._fast_paths[(host, app, pri)] = rel
+        return rel
+
     def _rel(self, rec: SyslogRecord, now: float) -> str:
         host = rec.hostname or rec.source
         date = time.strftime("%Y-%m-%d", time.gmtime(now)) if self._date_in_path else ""
@@ -460,23 +475,55 @@ class SyslogService(Service):
                 self.raw_messages.value += 1
         line = format_line(rec)
         assert self.writer is not None
-        self.writer.add(self._rel(rec, now), line)
+        self.writer.add(self._rel(rec, now), line.encode("utf-8", "backslashreplace"))
         if self.spool is not None:
             self.writer.forward.append(frame_octet_counted(encode_rfc5424(rec)))
         if self.subscribers:
-            for flt, q in list(self.subscribers):
-                if q.qsize() < 10000 and flt.match_line(line):
-                    q.put_nowait(line)
+            self._publish(line)
+
+    def _publish(self, line: str) -> None:
+        for flt, q in list(self.subscribers):
+            if q.qsize() < 10000 and flt.match_line(line):
+                q.put_nowait(line)
 
     def ingest(self, frames: list[tuple[bytes, bool]], source: str) -> asyncio.Future[None]:
-        now = time.time()
-        for payload, truncated in frames:
-            self._record(payload, truncated, source, now)
+        self._add_frames(frames, source, time.time())
         n = len(frames)
         self.messages.value += n
         self.lines_queued.value += n
         assert self.writer is not None
         return self.writer.commit()
+
+    def _add_frames(self, frames: list[tuple[bytes, bool]], source: str, now: float) -> None:
+        writer = self.writer
+        assert writer is not None
+        if self.spool is None:
+            # Fast path for the common RFC 5424 shape (proto.fast_line); the rest, and every
+            # message when forwarding, goes through the full record.
+            src_meta = self._src_meta.get(source)
+            if src_meta is None:
+                if len(self._src_meta) > 10000:
+                    self._src_meta.clear()
+                src_b = source.encode()
+                src_meta = self._src_meta[source] = (src_b, b"fmt=5424,src=" + src_b)
+            src, meta = src_meta
+            cache = self._fast_paths
+            add = writer.add
+            for payload, truncated in frames:
+                got = None if truncated else fast_line(payload, src, meta)
+                if got is None:
+                    self._record(payload, truncated, source, now)
+                    continue
+                line, host, app, pri = got
+                rel = cache.get((host, app, pri))
+                if rel is None:
+                    rel = self._fast_rel(host, app, pri, now)
+                add(rel, line)
+                if self.subscribers:
+                    self._publish(line.decode("utf-8", "backslashreplace"))
+        else:
+            for payload, truncated in frames:
+                self._record(payload, truncated, source, now)
 
     def ingest_datagram(self, data: bytes, source: str) -> None:
         self.udp_messages.value += 1
@@ -485,10 +532,11 @@ class SyslogService(Service):
         if w.pending_bytes > self.cfg.max_pending_bytes:
             self.udp_dropped.value += 1
             return
-        if len(data) > self.cfg.max_message_bytes:
-            self._record(data[: self.cfg.max_message_bytes], True, source, time.time())
+        limit = self.cfg.max_message_bytes
+        if len(data) > limit:
+            self._add_frames([(data[:limit], True)], source, time.time())
         else:
-            self._record(data, False, source, time.time())
+            self._add_frames([(data, False)], source, time.time())
         self.messages.value += 1
         self.lines_queued.value += 1
         if not w.in_flight and not w.disk_full:

@@ -99,10 +99,10 @@ class Store:
     def unwritten_bytes(self) -> int:
         return sum(len(v) for v in self.unwritten.values())
 
-    def write(self, batch: dict[str, list[str]], now: float) -> None:
+    def write(self, batch: dict[str, list[bytes]], now: float) -> None:
         """Append ``batch`` (after anything left over from a full disk); raise DiskFull."""
         for rel, lines in batch.items():
-            data = "".join(lines).encode("utf-8", "backslashreplace")
+            data = b"".join(lines)
             prev = self.unwritten.get(rel)
             self.unwritten[rel] = prev + data if prev else data
         written: list[int] = []

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hastack.syslog.proto import (
     TcpFramer,
     encode_rfc5424,
+    fast_line,
     format_line,
     format_ts,
     frame_octet_counted,
@@ -278,3 +279,48 @@ def test_any_split_of_garbage_frames_the_same(data: st.DataObject, stream: bytes
     assert frames(data.draw(split_points(stream)), limit=480) == whole
     for frame, _ in whole:
         assert len(frame) <= 480
+
+
+# ---- the fused fast path agrees with the general parser ------------------------------------
+
+fast_messages = st.builds(
+    lambda pri, ts, fields, sd, sp, msg: (
+        b"<%b>1 %b %b %b%b%b" % (pri, ts, b" ".join(fields), sd, sp, msg)
+    ),
+    st.sampled_from([b"0", b"13", b"134", b"191", b"192", b"013", b"999"]),
+    st.sampled_from(
+        [
+            b"2026-11-28T08:00:00.123456Z",
+            b"2026-02-30T08:00:00.000001Z",
+            b"0999-01-01T00:00:00.000000Z",
+            b"2026-11-28T08:00:00Z",
+            b"2026-11-28T08:00:00.1+01:00",
+            b"-",
+        ]
+    ),
+    st.lists(
+        st.sampled_from([b"-", b"host", b"app", b"p1", b"\xc3\xa9", b"a\tb"]),
+        min_size=4,
+        max_size=4,
+    ),
+    st.sampled_from([b"-", b'[a@1 k="v"]', b'[a@1 k="\\"x\\]"][b c="\n"]', b"[bad", b"-x"]),
+    st.sampled_from([b" ", b"  ", b"", b" \xef\xbb\xbf"]),
+    st.binary(max_size=20),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fast_messages)
+def test_fast_line_equals_general_path(data: bytes) -> None:
+    got = fast_line(data, b"10.0.0.1", b"fmt=5424,src=10.0.0.1")
+    if got is not None:
+        rec = parse_message(data, received=NOW, source="10.0.0.1")
+        assert got[0] == format_line(rec).encode()
+        assert got[1].decode() == rec.host_or_source()
+        assert got[3] == rec.pri
+
+
+def test_fast_line_takes_the_common_shape() -> None:
+    data = b'<134>1 2026-11-28T08:00:00.123456Z h app 12 ID [timeQuality tzKnown="1"] text'
+    got = fast_line(data, b"10.0.0.1", b"fmt=5424,src=10.0.0.1")
+    assert got is not None and got[1:] == (b"h", b"app", 134)
