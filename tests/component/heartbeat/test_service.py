@@ -1,0 +1,185 @@
+"""Two and three heartbeat daemons in one process on loopback (no VIP: that needs netns)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from hastack.config import HostConfig, config_from_dict
+from hastack.core.admin import AdminServer
+from hastack.heartbeat.config import HeartbeatConfig
+from hastack.heartbeat.proto import Codec, Message
+from hastack.heartbeat.server import HeartbeatService
+from hastack.testing import free_port, running_service
+
+KEYS = {"1": "old", "2": "new"}
+
+
+def make_config(name: str, port: int, peers: list[int], **kw: Any) -> HeartbeatConfig:
+    table: dict[str, Any] = {
+        "node": name,
+        "nodes": [f"n{i}" for i in range(1, len(peers) + 2)],
+        "address": f"127.0.0.{int(name[1:])}",
+        "bind": f"127.0.0.1:{port}",
+        "unicast_peers": [f"127.0.0.1:{p}" for p in peers],
+        "auth_keys": KEYS,
+        "auth_send_key": 2,
+        "keepalive_interval": 0.05,
+        "warn_timeout": 0.2,
+        "dead_timeout": 0.3,
+        "initdead_timeout": 1.0,
+        "priority": 200 - int(name[1:]),
+        "link_check": False,
+    }
+    table.update(kw)
+    return config_from_dict(HeartbeatConfig, table, table_name="heartbeat")
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def cluster(n: int, tmp_path: Path, **kw: Any) -> AsyncIterator[list[HeartbeatService]]:
+    ports = [free_port(socket.SOCK_DGRAM) for _ in range(n)]
+    async with contextlib.AsyncExitStack() as stack:
+        services = []
+        for i in range(n):
+            name = f"n{i + 1}"
+            cfg = make_config(name, ports[i], [p for j, p in enumerate(ports) if j != i], **kw)
+            host = HostConfig(name=name, run_dir=tmp_path / name, data_dir=tmp_path / name)
+            services.append(await stack.enter_async_context(running_service(HeartbeatService,
+                                                                            cfg, host)))
+        yield services
+
+
+def masters(services: list[HeartbeatService]) -> list[str]:
+    return [s.node_name for s in services if s.election.master and not s.stopping]
+
+
+async def test_election_and_clean_handover(tmp_path: Path) -> None:
+    async with cluster(3, tmp_path, quorum=True) as svcs:
+        await wait_for(lambda: masters(svcs) == ["n1"])
+        assert all(s.election.state in ("master", "backup") for s in svcs)
+        await svcs[0].stop()
+        await wait_for(lambda: masters(svcs) == ["n2"])
+        assert svcs[1].election.peers["n1"].gone  # it resigned
+
+
+async def test_garbage_and_forged_datagrams_are_counted_and_ignored(tmp_path: Path) -> None:
+    async with cluster(2, tmp_path) as svcs:
+        await wait_for(lambda: masters(svcs) == ["n1"])
+        target = svcs[1].udp
+        assert target is not None
+        port = target.address.port
+        forged = Codec({1: b"wrong"}, 1).encode(
+            Message(type="hb", cluster="hastack", node="n9", boot=1, seq=1,
+                    timestamp=time.time(), priority=255, state="master", claim=True)
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for data in (b"", b"garbage", b"HB\x01\x02" + b"x" * 40, forged):
+                s.sendto(data, ("127.0.0.1", port))
+        stats = svcs[1].stats
+        await wait_for(lambda: stats.snapshot()["rejected_bad_mac"] >= 2)
+        snap = stats.snapshot()
+        assert snap["rejected_short"] >= 1
+        assert "n9" not in svcs[1].election.peers
+        assert masters(svcs) == ["n1"]
+
+
+async def test_replayed_heartbeat_is_refused(tmp_path: Path) -> None:
+    async with cluster(2, tmp_path) as svcs:
+        await wait_for(lambda: masters(svcs) == ["n1"])
+        captured: list[bytes] = []
+        orig = svcs[1].on_datagram
+
+        def spy(data: bytes, addr: tuple[Any, int]) -> None:
+            captured.append(data)
+            orig(data, addr)
+
+        svcs[1].on_datagram = spy  # type: ignore[method-assign]
+        await wait_for(lambda: len(captured) >= 2)
+        udp = svcs[1].udp
+        assert udp is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(captured[0], ("127.0.0.1", udp.address.port))
+        await wait_for(lambda: svcs[1].stats.snapshot()["rejected_replay"] >= 1)
+
+
+async def test_key_rollover_between_nodes(tmp_path: Path) -> None:
+    # n1 still sends with key 1, n2 already with key 2: both accept both
+    ports = [free_port(socket.SOCK_DGRAM) for _ in range(2)]
+    a = make_config("n1", ports[0], [ports[1]], auth_send_key=1)
+    b = make_config("n2", ports[1], [ports[0]], auth_send_key=2)
+    async with running_service(HeartbeatService, a) as s1, running_service(HeartbeatService, b) as s2:
+        await wait_for(lambda: masters([s1, s2]) == ["n1"])
+        assert s2.election.peers["n1"].msg.state == "master"
+        assert s1.election.peers["n2"].msg.state == "backup"
+
+
+async def test_admin_status_standby_takeover_and_hooks(tmp_path: Path) -> None:
+    log = tmp_path / "hooks.log"
+    script = tmp_path / "res.sh"
+    script.write_text(f'#!/bin/sh\necho "$HASTACK_NODE $0 $*" >> {log}\n')
+    script.chmod(0o755)
+    hooks = {
+        "notify_command": [str(script), "notify"],
+        "resources": [
+            {"name": "a", "command": [str(script), "res-a"]},
+            {"name": "b", "command": [str(script), "res-b"]},
+        ],
+    }
+    async with cluster(2, tmp_path, auto_failback=False, **hooks) as svcs:
+        await wait_for(lambda: masters(svcs) == ["n1"])
+        admin = AdminServer(svcs[0], make_config("n1", 0, []).admin_listen or _loopback())
+        await admin.start()
+        try:
+            assert admin.address is not None
+            base = f"http://{admin.address}"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/ha/status") as r:
+                    st = await r.json()
+                assert st["state"] == "master" and st["holds_vip"] is True
+                assert st["peers"][0]["node"] == "n2"
+                async with http.post(f"{base}/ha/standby") as r:
+                    assert r.status == 200
+                await wait_for(lambda: masters(svcs) == ["n2"])
+                async with http.post(f"{base}/ha/takeover") as r:
+                    assert r.status == 200
+                await wait_for(lambda: masters(svcs) == ["n1"])
+        finally:
+            await admin.stop()
+        await wait_for(lambda: log.exists() and "backup master" in log.read_text())
+        await svcs[0]._work.join()
+        lines = [line.split(" ", 2)[2] for line in log.read_text().splitlines()
+                 if line.startswith("n1 ")]
+        # resources start in order after the VIP and stop in reverse; notify on every
+        # transition, after the group is up / down
+        assert lines[:9] == [
+            "notify init backup initialised",
+            "res-a start",
+            "res-b start",
+            "notify backup master elected",
+            "res-b stop",
+            "res-a stop",
+            "notify master backup standby",
+            "res-a start",
+            "res-b start",
+        ], lines
+
+
+def _loopback() -> Any:
+    from hastack.config import Address
+
+    return Address("127.0.0.1", 0)
