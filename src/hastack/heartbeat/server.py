@@ -351,8 +351,9 @@ class HeartbeatService(Service):
         transport, protocol = await loop.create_datagram_endpoint(
             lambda: _Datagrams(self), sock=sock
         )
+        # Not in self.udp_listeners: Service.stop() closes those before drain(), and drain()
+        # still has to send the resign message.
         self.udp = UdpListener(transport, protocol, "heartbeat")
-        self.udp_listeners.append(self.udp)
 
     async def drain(self) -> None:
         """Clean stop: give up the VIP, resign (peers take over at once), stop resources."""
@@ -365,6 +366,9 @@ class HeartbeatService(Service):
         self._release()
 
     def _release(self) -> None:
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
         if self._atexit is not None:
             atexit.unregister(self._atexit)
             self._atexit = None
@@ -637,6 +641,12 @@ class HeartbeatService(Service):
             sock.close()
 
     # -- status and admin -----------------------------------------------------------------
+
+    def addresses(self) -> dict[str, str]:
+        out = super().addresses()
+        if self.udp is not None:
+            out["heartbeat"] = str(self.udp.address)
+        return out
 
     def status(self) -> dict[str, Any]:
         st = self.election.status(time.monotonic())

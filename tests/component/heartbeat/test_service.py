@@ -122,7 +122,10 @@ async def test_key_rollover_between_nodes(tmp_path: Path) -> None:
     ports = [free_port(socket.SOCK_DGRAM) for _ in range(2)]
     a = make_config("n1", ports[0], [ports[1]], auth_send_key=1)
     b = make_config("n2", ports[1], [ports[0]], auth_send_key=2)
-    async with running_service(HeartbeatService, a) as s1, running_service(HeartbeatService, b) as s2:
+    async with (
+        running_service(HeartbeatService, a) as s1,
+        running_service(HeartbeatService, b) as s2,
+    ):
         await wait_for(lambda: masters([s1, s2]) == ["n1"])
         assert s2.election.peers["n1"].msg.state == "master"
         assert s1.election.peers["n2"].msg.state == "backup"
