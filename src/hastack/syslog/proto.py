@@ -539,6 +539,9 @@ class TcpFramer:
         self._buf = b""
         self._discard = 0  # octet-counted bytes still to skip after a truncated frame
         self._discard_line = False  # skip up to the next trailer after a truncated frame
+        # True when every untruncated frame the last feed() returned is printable US-ASCII
+        # (lets the server skip fast_line's per-message check).
+        self.printable = False
 
     @property
     def buffered(self) -> int:
@@ -554,16 +557,21 @@ class TcpFramer:
             parts = buf.split(term)
             tail = parts.pop()
             limit = self.max_message_bytes
-            for p in parts:
-                if mode == self.LF and p[-1:] == b"\r":
-                    p = p[:-1]
-                if p:
-                    out.append((p[:limit], True) if len(p) > limit else (p, False))
+            # One check for the whole chunk instead of one per message (see fast_line).
+            self.printable = (
+                mode == self.LF
+                and buf.isascii()
+                and len(buf.translate(None, _CTL_EXCEPT_LF)) == len(buf)
+            )
+            if mode == self.LF and b"\r" in buf:
+                parts = [p[:-1] if p[-1:] == b"\r" else p for p in parts]
+            out = [(p, False) if len(p) <= limit else (p[:limit], True) for p in parts if p]
             self._buf = b""
             if tail:
                 out.extend(self._general(tail))
             return out
         self._buf = b""
+        self.printable = False
         out.extend(self._general(buf))
         return out
 
@@ -732,25 +740,28 @@ _FAST_LINE: Final = re.compile(
     rb"([!-~]+) ([!-~]+) ([!-~]+) ([!-~]+) "
     rb'(-|(?:\[[^\s=\]"]+(?: +[^\s=\]"]+="(?:[^"\\]|\\.)*")* *\])+)(?: |\Z)'
 )
-_CTL_B: Final = re.compile(rb"[\x00-\x1f\x7f-\xff]")
 _FACSEV_B: Final = tuple(x.encode() for x in _FACSEV)
 _VALID_SECOND: dict[bytes, bool] = {}
 
 
-def fast_line(data: bytes, source: bytes, meta: bytes) -> tuple[bytes, bytes, bytes, int] | None:
+def fast_line(
+    data: bytes, source: bytes, meta: bytes, printable: bool = False
+) -> tuple[bytes, bytes, bytes, int] | None:
     """``format_line(parse_message(data))`` as bytes for the common RFC 5424 shape, plus
     (host, app, pri) for the file path; None when the general parser must look at it.
 
-    ``source`` is the sender's address and ``meta`` is ``b"fmt=5424,src=" + source``.
+    ``source`` is the sender's address and ``meta`` is ``b"fmt=5424,src=" + source``;
+    ``printable`` promises that ``data`` is printable US-ASCII (``TcpFramer.printable``).
     """
-    data = data.rstrip(b"\n\r\x00")
+    if data[-1:] in _TRAILERS:
+        data = data.rstrip(b"\n\r\x00")
     m = _FAST_LINE.match(data)
     if m is None:
         return None
-    pri_b, second, frac, host, app, procid, msgid, sd = m.groups()
-    pri = int(pri_b)
+    pri = int(m.group(1))
     if pri > 191:
         return None
+    second = m.group(2)
     valid = _VALID_SECOND.get(second)
     if valid is None:
         valid = parse_rfc3339(second.decode() + "Z") is not None
@@ -759,20 +770,38 @@ def fast_line(data: bytes, source: bytes, meta: bytes) -> tuple[bytes, bytes, by
         _VALID_SECOND[second] = valid
     if not valid:
         return None
-    msg = data[m.end() :]
-    if msg[:1] == b" ":
-        msg = msg[1:]
-    if _CTL_B.search(msg) or (sd != b"-" and _CTL_B.search(sd)):
+    # The line is the input with "<PRI>1 " dropped and "FACILITY.SEVERITY META " inserted
+    # before the SD: slice and join instead of rebuilding it field by field.
+    sd_start = m.start(8)
+    end = m.end()
+    if end == len(data):
+        rest = data[sd_start:] if data[-1] == 0x20 else data[sd_start:] + b" "  # no MSG
+    elif data[end] == 0x20:  # rsyslog's "- - -  text": one extra space goes
+        rest = data[sd_start:end] + data[end + 1 :]
+    else:
+        rest = data[sd_start:]
+    if not printable and (  # printable ASCII only: nothing to escape, nothing to decode
+        not rest.isascii() or len(rest.translate(None, _CTL_DELETE)) != len(rest)
+    ):
         return None
+    mid = _MID.get((pri, meta))
+    if mid is None:
+        if len(_MID) > 4096:
+            _MID.clear()
+        mid = _MID[(pri, meta)] = b"%b %b " % (_FACSEV_B[pri], meta)
+    host = m.group(4)
     if host == b"-":
         host = source
-    return (
-        b"%b%b %b %b %b %b %b %b %b %b\n"
-        % (second, frac, host, app, procid, msgid, _FACSEV_B[pri], meta, sd, msg),
-        host,
-        app,
-        pri,
-    )
+        head = b"%b%b %b %b" % (second, m.group(3), source, data[m.start(5) : sd_start])
+    else:
+        head = data[m.start(2) : sd_start]
+    return b"".join((head, mid, rest, b"\n")), host, m.group(5), pri
+
+
+_MID: dict[tuple[int, bytes], bytes] = {}
+_TRAILERS: Final = (b"\n", b"\r", b"\x00")
+_CTL_DELETE: Final = bytes(range(32)) + b"\x7f"
+_CTL_EXCEPT_LF: Final = _CTL_DELETE.replace(b"\n", b"")
 
 
 @dataclass(slots=True)

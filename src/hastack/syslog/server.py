@@ -213,10 +213,10 @@ class SyslogTcp(ConnectionProtocol):
         frames = self.framer.feed(data)
         if frames:
             self.counter.value += len(frames)
-            self._submit(frames)
+            self._submit(frames, self.framer.printable)
 
-    def _submit(self, frames: list[tuple[bytes, bool]]) -> None:
-        fut = self.svc.ingest(frames, self.source)
+    def _submit(self, frames: list[tuple[bytes, bool]], printable: bool = False) -> None:
+        fut = self.svc.ingest(frames, self.source, printable)
         if not fut.done():
             self.waiting = fut
             if self.transport is not None and not self.transport.is_closing():
@@ -297,6 +297,7 @@ class SyslogService(Service):
         self._path_cache: dict[tuple[str, str | None, int, int, str], str] = {}
         self._fast_paths: dict[tuple[bytes, bytes, int], str] = {}
         self._src_meta: dict[str, tuple[bytes, bytes]] = {}
+        self._udp_flush_scheduled = False
         self._date_in_path = "{date}" in config.path_template
         self.forward_connected = False
         s = self.stats
@@ -486,15 +487,19 @@ class SyslogService(Service):
             if q.qsize() < 10000 and flt.match_line(line):
                 q.put_nowait(line)
 
-    def ingest(self, frames: list[tuple[bytes, bool]], source: str) -> asyncio.Future[None]:
-        self._add_frames(frames, source, time.time())
+    def ingest(
+        self, frames: list[tuple[bytes, bool]], source: str, printable: bool = False
+    ) -> asyncio.Future[None]:
+        self._add_frames(frames, source, time.time(), printable)
         n = len(frames)
         self.messages.value += n
         self.lines_queued.value += n
         assert self.writer is not None
         return self.writer.commit()
 
-    def _add_frames(self, frames: list[tuple[bytes, bool]], source: str, now: float) -> None:
+    def _add_frames(
+        self, frames: list[tuple[bytes, bool]], source: str, now: float, printable: bool = False
+    ) -> None:
         writer = self.writer
         assert writer is not None
         if self.spool is None:
@@ -508,9 +513,11 @@ class SyslogService(Service):
                 src_meta = self._src_meta[source] = (src_b, b"fmt=5424,src=" + src_b)
             src, meta = src_meta
             cache = self._fast_paths
-            add = writer.add
+            batch = writer.batch  # writer.add inlined: this loop is the TCP hot path
+            nbytes = 0
+            subscribers = self.subscribers
             for payload, truncated in frames:
-                got = None if truncated else fast_line(payload, src, meta)
+                got = None if truncated else fast_line(payload, src, meta, printable)
                 if got is None:
                     self._record(payload, truncated, source, now)
                     continue
@@ -518,9 +525,15 @@ class SyslogService(Service):
                 rel = cache.get((host, app, pri))
                 if rel is None:
                     rel = self._fast_rel(host, app, pri, now)
-                add(rel, line)
-                if self.subscribers:
+                lines = batch.get(rel)
+                if lines is None:
+                    batch[rel] = [line]
+                else:
+                    lines.append(line)
+                nbytes += len(line)
+                if subscribers:
                     self._publish(line.decode("utf-8", "backslashreplace"))
+            writer.batch_bytes += nbytes
         else:
             for payload, truncated in frames:
                 self._record(payload, truncated, source, now)
@@ -539,8 +552,15 @@ class SyslogService(Service):
             self._add_frames([(data, False)], source, time.time())
         self.messages.value += 1
         self.lines_queued.value += 1
-        if not w.in_flight and not w.disk_full:
-            w.kick()
+        if not w.in_flight and not w.disk_full and not self._udp_flush_scheduled:
+            # Batch what arrives in the next millisecond instead of one write per datagram.
+            self._udp_flush_scheduled = True
+            asyncio.get_running_loop().call_later(0.001, self._udp_flush)
+
+    def _udp_flush(self) -> None:
+        self._udp_flush_scheduled = False
+        if self.writer is not None and not self.writer.disk_full:
+            self.writer.kick()
 
     # ---- background loops
 

@@ -324,3 +324,15 @@ def test_fast_line_takes_the_common_shape() -> None:
     data = b'<134>1 2026-11-28T08:00:00.123456Z h app 12 ID [timeQuality tzKnown="1"] text'
     got = fast_line(data, b"10.0.0.1", b"fmt=5424,src=10.0.0.1")
     assert got is not None and got[1:] == (b"h", b"app", 134)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.lists(fast_messages, min_size=1, max_size=5))
+def test_framer_printable_flag_is_honest(data: st.DataObject, msgs: list[bytes]) -> None:
+    stream = b"".join(m.replace(b"\n", b"") + b"\n" for m in msgs)
+    f = TcpFramer(480)
+    for chunk in data.draw(split_points(stream)):
+        for frame, truncated in f.feed(chunk):
+            if f.printable and not truncated:
+                assert frame.isascii() and all(32 <= b < 127 for b in frame)
+                assert fast_line(frame, b"h", b"m", True) == fast_line(frame, b"h", b"m")
