@@ -29,6 +29,8 @@ class HTTPProtocol(ConnectionProtocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._read_paused = False
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.eof = False
         self.peer: tuple[str, int] | None = None
@@ -42,7 +44,7 @@ class HTTPProtocol(ConnectionProtocol):
     def data_received(self, data: bytes) -> None:
         parser = self.parser
         parser.receive_data(data)
-        if not self._read_paused and parser.buffered > self.high_water:
+        if not self._read_paused and len(parser.buf) > self.high_water:
             self._read_paused = True
             assert self.transport is not None
             self.transport.pause_reading()
@@ -61,6 +63,9 @@ class HTTPProtocol(ConnectionProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.parser.receive_data(b"")
         self._wake()
         d = self._drain_waiter
@@ -96,21 +101,47 @@ class HTTPProtocol(ConnectionProtocol):
         while True:
             ev = parser.next_event()
             if ev is not NEED_DATA:
-                if self._read_paused and parser.buffered <= self.high_water // 2:
+                if self._read_paused and len(parser.buf) <= self.high_water // 2:
                     self._resume_reading()
                 return ev  # type: ignore[return-value]
             if self._read_paused:
                 self._resume_reading()
-            fut = self.loop.create_future()
-            self._waiter = fut
-            if timeout is None:
-                await fut
-            else:
-                handle = self.loop.call_later(timeout, _expire, fut)
-                try:
-                    await fut
-                finally:
-                    handle.cancel()
+            await self.wait_data(timeout)
+
+    async def wait_data(self, timeout: float | None) -> None:
+        """Wait until bytes (or EOF) arrive; TimeoutError after ``timeout`` seconds.
+
+        Timeouts use one lazily re-armed timer per connection instead of a timer per wait:
+        a wait only records its deadline; the timer, when it fires, re-arms itself if the
+        deadline moved. On a busy keep-alive connection that is one timer per timeout period,
+        not one per request.
+        """
+        loop = self.loop
+        fut = loop.create_future()
+        self._waiter = fut
+        if timeout is not None:
+            self._deadline = loop.time() + timeout
+            if self._timer is None:
+                self._timer = loop.call_at(self._deadline, self._on_timer)
+        try:
+            await fut
+        finally:
+            self._deadline = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self.closed:
+            return
+        now = self.loop.time()
+        if now < deadline:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            return
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_exception(TimeoutError())
 
     def _resume_reading(self) -> None:
         self._read_paused = False

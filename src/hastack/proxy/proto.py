@@ -22,6 +22,7 @@ header names are validated with ``bytes.translate`` (C speed), and body bytes ar
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from http import HTTPStatus
 from typing import Literal
@@ -83,7 +84,12 @@ _TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 _TARGET = bytes(range(0x21, 0x7F))
 _HEX = b"0123456789abcdefABCDEF"
 _DIGITS = b"0123456789"
-_VALUE_BAD = (b"\x00", b"\r", b"\n")
+# One header line of a well-formed CRLF head (the fast path; see _parse_head).
+_HEADER_LINE = re.compile(rb"(?m)^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*)\r\n")
+# The framing headers, found in the lowercased head.
+_SPECIAL = re.compile(
+    rb"\n(content-length|transfer-encoding|connection|expect|host):[ \t]*([^\r\n]*)"
+)
 
 
 class Request:
@@ -94,6 +100,7 @@ class Request:
         "content_length",
         "expect_continue",
         "headers",
+        "host",
         "keep_alive",
         "method",
         "target",
@@ -116,6 +123,7 @@ class Request:
         self.content_length: int | None = None
         self.chunked = False
         self.expect_continue = False
+        self.host: bytes | None = None  # first Host header (lowercased), set by the parser
 
     def header(self, name: bytes) -> bytes | None:
         """First value of header ``name`` (lowercase), or None."""
@@ -141,9 +149,10 @@ class Response:
     """A response head (status < 200 is an informational response such as 100 Continue)."""
 
     __slots__ = (
+        "_headers",
+        "_raw",
         "chunked",
         "content_length",
-        "headers",
         "keep_alive",
         "reason",
         "status",
@@ -153,17 +162,30 @@ class Response:
     def __init__(
         self,
         status: int,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]] | None,
         reason: bytes = b"",
         version: bytes = b"1.1",
+        raw: bytes = b"",
     ) -> None:
         self.status = status
-        self.headers = headers
+        self._headers = headers
+        self._raw = raw  # header block, split into fields only when .headers is first read
         self.reason = reason
         self.version = version
         self.keep_alive = True
         self.content_length: int | None = None
         self.chunked = False
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        h = self._headers
+        if h is None:
+            h = self._headers = _lenient_fields(self._raw)
+        return h
+
+    @headers.setter
+    def headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        self._headers = value
 
     def header(self, name: bytes) -> bytes | None:
         for k, v in self.headers:
@@ -182,6 +204,24 @@ class Response:
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable event, equality only for tests
+
+
+def _lenient_fields(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """Header fields of a response head; malformed lines are dropped (as browsers do)."""
+    fields = _HEADER_LINE.findall(raw)
+    if len(fields) == raw.count(b"\n") and b"\x00" not in raw and b" \r\n" not in raw:
+        return fields
+    out = []
+    for line in raw.split(b"\n"):
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        name, colon, value = line.partition(b":")
+        value = value.strip(b" \t")
+        if colon and name and not name.translate(None, _TOKEN) and not (
+            b"\x00" in value or b"\r" in value
+        ):
+            out.append((name, value))
+    return out
 
 
 class Data:
@@ -275,6 +315,7 @@ class HTTPConnection:
         self.max_chunk_line_bytes = max_chunk_line_bytes
         self._server = role == "server"
         self._buf = bytearray()
+        self.buf = self._buf  # read-only view for flow control: len(conn.buf) is what is unparsed
         self._scan = 0  # no head terminator before this offset
         self._state = _HEAD
         self._remaining = 0
@@ -318,6 +359,9 @@ class HTTPConnection:
     def next_event(self) -> Event | _Sentinel:
         st = self._state
         if st == _HEAD:
+            if self._pending_eom:
+                self._pending_eom = False
+                return EndOfMessage()
             return self._next_head()
         if st == _LENGTH:
             buf = self._buf
@@ -363,29 +407,72 @@ class HTTPConnection:
             self._pending_eom = False
             return EndOfMessage()
         buf = self._buf
-        # Skip empty lines before a request line (RFC 9112 2.2, robustness).
-        while buf[:2] == b"\r\n":
-            del buf[:2]
-        while buf[:1] == b"\n":
-            del buf[:1]
         if not buf:
             if self._eof:
                 self._state = _CLOSED
                 return ConnectionClosed()
             return NEED_DATA
-        end = buf.find(b"\n\r\n", self._scan)
-        end2 = buf.find(b"\n\n", self._scan)
-        if end < 0 or (0 <= end2 < end):
-            if end2 >= 0:
+        c = buf[0]
+        if c == 13 or c == 10:
+            # Skip empty lines before a request line (RFC 9112 2.2, robustness).
+            while buf[:2] == b"\r\n":
+                del buf[:2]
+            while buf[:1] == b"\n":
+                del buf[:1]
+            if not buf:
+                return self._next_head()
+        scan = self._scan
+        end = buf.find(b"\r\n\r\n", scan)
+        if end >= 0:
+            head_len = end + 4
+            if head_len == len(buf):
+                head = bytes(buf)
+                buf.clear()
+            else:
+                head = bytes(buf[:head_len])
+                del buf[:head_len]
+            self._scan = 0
+            # Fast path for the common, well-formed CRLF head: C-level passes only. Anything
+            # unusual (bare LF, stray CR, NUL, trailing blanks, a line that does not match)
+            # takes the careful path, which also produces the precise error.
+            first_end = head.find(b"\r\n")
+            if not self._server:
+                # Responses: only the framing headers now; the rest when asked (Response.headers).
+                first = head[:first_end]
+                if b"\r" not in first and b"\n" not in first:
+                    special = _SPECIAL.findall(head.lower(), first_end)
+                    return self._finish_head(first, None, special, head[first_end + 2 : -2])
+                return self._parse_head_slow(head)
+            # (A bare LF or stray CR anywhere makes the line count differ from nl - 2.)
+            nl = head.count(b"\n")
+            if (
+                b"\x00" not in head
+                and b" \r\n" not in head
+                and b"\t\r\n" not in head
+                and first_end <= self.max_request_line_bytes
+                and head_len - first_end <= self.max_header_bytes + 4
+                and nl - 2 <= self.max_headers
+            ):
+                headers = _HEADER_LINE.findall(head, first_end + 2)
+                if len(headers) == nl - 2:
+                    first = head[:first_end]
+                    if b"\r" not in first:
+                        special = _SPECIAL.findall(head.lower(), first_end)
+                        return self._finish_head(first, headers, special)
+            return self._parse_head_slow(head)
+        else:
+            end2 = buf.find(b"\n\n", scan)
+            end3 = buf.find(b"\n\r\n", scan)
+            if end2 < 0 and end3 < 0:
+                return self._head_incomplete()
+            if end3 < 0 or (0 <= end2 < end3):
                 head_len = end2 + 2
             else:
-                return self._head_incomplete()
-        else:
-            head_len = end + 3
+                head_len = end3 + 3
         head = bytes(buf[:head_len])
         del buf[:head_len]
         self._scan = 0
-        return self._parse_head(head)
+        return self._parse_head_slow(head)
 
     def _head_incomplete(self) -> _Sentinel:
         buf = self._buf
@@ -397,10 +484,63 @@ class HTTPConnection:
             raise self._fail(431, "request header fields too large")
         if self._eof:
             raise self._fail(400, "connection closed inside a message head")
-        self._scan = max(0, n - 2)
+        self._scan = max(0, n - 3)
         return NEED_DATA
 
-    def _parse_head(self, head: bytes) -> Event:
+    def _finish_head(
+        self,
+        first: bytes,
+        headers: list[tuple[bytes, bytes]] | None,
+        special: list[tuple[bytes, bytes]],
+        raw: bytes = b"",
+    ) -> Event:
+        """``special``: (lowercase name, value) of the framing headers, in order."""
+        content_length: int | None = None
+        chunked = False
+        te_seen = False
+        conn: bytes | None = None
+        expect = False
+        host: bytes | None = None
+        for lname, value in special:
+            if lname == b"host":
+                if host is None:
+                    host = value
+            elif lname == b"content-length":
+                value = value.strip(b" \t")
+                if not value or value.translate(None, _DIGITS) or len(value) > 18:
+                    raise self._fail(400, "invalid Content-Length")
+                cl = int(value)
+                if content_length is not None and cl != content_length:
+                    raise self._fail(400, "conflicting Content-Length")
+                content_length = cl
+            elif lname == b"transfer-encoding":
+                te_seen = True
+                codings = [c.strip().lower() for c in value.split(b",")]
+                chunked = codings[-1] == b"chunked"
+                if not chunked or any(c not in (b"chunked", b"identity") for c in codings):
+                    raise self._fail(501, "unsupported Transfer-Encoding")
+            elif lname == b"connection":
+                conn = value if conn is None else conn + b"," + value
+            elif lname == b"expect":
+                expect = value.strip().lower() == b"100-continue"
+        if te_seen and content_length is not None:
+            # Request smuggling guard (RFC 9112 6.1): refuse rather than guess.
+            raise self._fail(400, "both Transfer-Encoding and Content-Length")
+        if self._server:
+            assert headers is not None
+            req = self._finish_request(first, headers, content_length, chunked, conn, expect)
+            # Lowercased (it comes from the lowercased head): host names are case-insensitive.
+            req.host = host.strip(b" \t") if host is not None else None
+            return req
+        return self._finish_response(first, headers, content_length, chunked, conn, raw)
+
+    def _parse_head_slow(self, head: bytes) -> Event:
+        # A bare-LF blank line may end the head before the CRLF CRLF that was found.
+        ends = [i for i in (head.find(b"\n\n"), head.find(b"\n\r\n")) if i >= 0]
+        real = min(ends) + (2 if min(ends) == head.find(b"\n\n") else 3)
+        if real < len(head):
+            self._buf[0:0] = head[real:]
+            head = head[:real]
         lines = head.split(b"\n")
         # lines ends with ["", ""] (or [.., "\r", ""]); drop the blank-line terminator
         del lines[-2:]
@@ -414,11 +554,6 @@ class HTTPConnection:
         if len(lines) - 1 > self.max_headers:
             raise self._fail(431, "too many header fields")
         headers: list[tuple[bytes, bytes]] = []
-        content_length: int | None = None
-        chunked = False
-        te_seen = False
-        conn: bytes | None = None
-        expect = False
         for i in range(1, len(lines)):
             line = lines[i]
             if line[-1:] == b"\r":
@@ -432,32 +567,15 @@ class HTTPConnection:
             if b"\x00" in value or b"\r" in value:
                 raise self._fail(400, "invalid character in header value")
             headers.append((name, value))
-            ln = len(name)
-            if ln == 14 or ln == 17 or ln == 10 or ln == 6:
-                lname = name.lower()
-                if lname == b"content-length":
-                    if not value or value.translate(None, _DIGITS) or len(value) > 18:
-                        raise self._fail(400, "invalid Content-Length")
-                    cl = int(value)
-                    if content_length is not None and cl != content_length:
-                        raise self._fail(400, "conflicting Content-Length")
-                    content_length = cl
-                elif lname == b"transfer-encoding":
-                    te_seen = True
-                    codings = [c.strip().lower() for c in value.split(b",")]
-                    chunked = codings[-1] == b"chunked"
-                    if not chunked or any(c not in (b"chunked", b"identity") for c in codings):
-                        raise self._fail(501, "unsupported Transfer-Encoding")
-                elif lname == b"connection":
-                    conn = value if conn is None else conn + b"," + value
-                elif lname == b"expect":
-                    expect = value.lower() == b"100-continue"
-        if te_seen and content_length is not None:
-            # Request smuggling guard (RFC 9112 6.1): refuse rather than guess.
-            raise self._fail(400, "both Transfer-Encoding and Content-Length")
-        if self._server:
-            return self._finish_request(first, headers, content_length, chunked, conn, expect)
-        return self._finish_response(first, headers, content_length, chunked, conn)
+        if b"\x00" in first or b"\r" in first:
+            raise self._fail(400, "invalid character in start line")
+        special = [
+            (k.lower(), v)
+            for k, v in headers
+            if k.lower()
+            in (b"content-length", b"transfer-encoding", b"connection", b"expect", b"host")
+        ]
+        return self._finish_head(first, headers, special)
 
     def _keep_alive(self, version: bytes, conn: bytes | None) -> bool:
         if conn is None:
@@ -499,7 +617,9 @@ class HTTPConnection:
         else:
             raise self._fail(400, "malformed HTTP version")
         req = Request(method, target, headers, version)
-        req.keep_alive = self.keep_alive = self._keep_alive(version, conn)
+        req.keep_alive = self.keep_alive = (
+            version == b"1.1" if conn is None else self._keep_alive(version, conn)
+        )
         req.chunked = chunked
         req.content_length = content_length
         req.expect_continue = expect and version == b"1.1"
@@ -518,10 +638,11 @@ class HTTPConnection:
     def _finish_response(
         self,
         first: bytes,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]] | None,
         content_length: int | None,
         chunked: bool,
         conn: bytes | None,
+        raw: bytes = b"",
     ) -> Response:
         proto, _, rest = first.partition(b" ")
         code, _, reason = rest.partition(b" ")
@@ -536,8 +657,8 @@ class HTTPConnection:
         status = int(code)
         if status < 100:
             raise self._fail(502, "malformed status code")
-        resp = Response(status, headers, reason, version)
-        resp.keep_alive = self._keep_alive(version, conn)
+        resp = Response(status, headers, reason, version, raw)
+        resp.keep_alive = version == b"1.1" if conn is None else self._keep_alive(version, conn)
         resp.chunked = chunked
         resp.content_length = content_length
         if status < 200:

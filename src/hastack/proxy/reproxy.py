@@ -172,6 +172,16 @@ class StorageClient:
         self.attempts = 0
         self.failures = 0
         self.fallthroughs = 0
+        self._parsed: dict[bytes, list[tuple[str, int, bytes]]] = {}
+
+    def parse_urls(self, value: bytes) -> list[tuple[str, int, bytes]]:
+        """parse_urls() with a small memo: apps answer the same list for the same file."""
+        urls = self._parsed.get(value)
+        if urls is None:
+            if len(self._parsed) >= 4096:
+                self._parsed.clear()
+            urls = self._parsed[value] = parse_urls(value)
+        return urls
 
     async def fetch(
         self,

@@ -53,6 +53,15 @@ HOP = frozenset(
         b"proxy-authorization",
     }
 )
+REPROXY_HEADERS = frozenset(
+    {
+        b"x-reproxy-url",
+        b"x-reproxy-file",
+        b"x-reproxy-expected-size",
+        b"x-reproxy-cache-for",
+        b"x-accel-redirect",
+    }
+)
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _5XX_EJECT = frozenset({500, 502, 503, 504})
 
@@ -298,33 +307,23 @@ class ClientConnection(HTTPProtocol):
                 return None  # ConnectionClosed (or an unread body: handlers closed already)
             if self.closing:
                 return None
-            now = self.loop.time()
-            if parser.buffered == 0 and started is None:
+            if not parser.buf and started is None:
                 timeout = cfg.client_idle_timeout
             else:
+                now = self.loop.time()
                 if started is None:
                     started = now
                 timeout = started + cfg.header_timeout - now
             if self._read_paused:
                 self._resume_reading()
-            fut = self.loop.create_future()
-            self._waiter = fut
-            handle = self.loop.call_later(max(timeout, 0.0), _expire, fut)
             try:
-                await fut
+                await self.wait_data(max(timeout, 0.0))
             except TimeoutError:
-                if parser.buffered and not self.closed:
+                if parser.buf and not self.closed:
                     self.write(self.front.simple_response(408, keep_alive=False))
                 return None
-            finally:
-                handle.cancel()
-            if started is None and parser.buffered:
+            if started is None and parser.buf:
                 started = self.loop.time()
-
-
-def _expire(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
 
 
 class ProxyService(Service):
@@ -440,7 +439,7 @@ class ProxyService(Service):
     async def handle(self, conn: ClientConnection, req: Request) -> bool:
         front = conn.front
         abs_host, path, _query = _split_target(req.target)
-        host_h = abs_host if abs_host is not None else (req.header(b"host") or b"")
+        host_h = abs_host if abs_host is not None else (req.host or b"")
         host = _host_only(host_h)
         if req.version == b"1.1" and not host_h:
             return await self.reply(conn, req, 400, b"missing Host header\n")
@@ -530,7 +529,7 @@ class ProxyService(Service):
         lines = [b"%s %s HTTP/1.1\r\n" % (req.method, target)]
         xff: bytes | None = None
         proto: bytes | None = None
-        if req.version == b"1.0" and req.header(b"host") is None:
+        if req.version == b"1.0" and req.host is None:
             lines.append(b"Host: " + conn.local_host + b"\r\n")  # HTTP/1.1 needs one
         for k, v in req.headers:
             lk = k.lower()
@@ -680,53 +679,46 @@ class ProxyService(Service):
                 pool.state_changed()
         else:
             b.response_ok(now)
-        # One pass over the headers: reproxy instructions and what to pass on.
-        out: list[bytes] = []
-        special: dict[bytes, bytes] = {}
-        drop: frozenset[bytes] | set[bytes] = HOP
+        # One pass over the headers: reproxy instructions apart, hop-by-hop ones dropped.
+        app_headers: list[tuple[bytes, bytes]] = []
+        special: dict[bytes, bytes] | None = None
+        conn_tokens: set[bytes] | None = None
         for k, v in resp.headers:
             lk = k.lower()
-            if lk[:2] == b"x-" and (lk.startswith(b"x-reproxy-") or lk == b"x-accel-redirect"):
+            if lk in HOP:
+                if lk == b"connection":
+                    conn_tokens = {t.strip().lower() for t in v.split(b",")}
+                continue
+            if lk in REPROXY_HEADERS:
+                if special is None:
+                    special = {}
                 special[lk] = v
                 continue
-            if lk == b"connection":
-                drop = set(drop) | {t.strip().lower() for t in v.split(b",")}
-            out.append(k + b": " + v + b"\r\n")
-        if drop is not HOP:
-            out = [h for h in out if h.split(b":", 1)[0].lower() not in drop]
-        else:
-            out = [h for h in out if h.split(b":", 1)[0].lower() not in HOP]
-        if special and allow_reproxy:
+            app_headers.append((k, v))
+        if conn_tokens:
+            app_headers = [(k, v) for k, v in app_headers if k.lower() not in conn_tokens]
+        if special is not None and allow_reproxy:
             url = special.get(b"x-reproxy-url")
             rfile = special.get(b"x-reproxy-file")
             accel = special.get(b"x-accel-redirect")
             if ((url is not None or rfile is not None) and cfg.enable_reproxy) or (
                 accel is not None and cfg.enable_accel_redirect
             ):
-                reusable = await reproxy.skip_body(up, pc.read_timeout)
+                if up.parser._pending_eom and not up.parser.buf:
+                    up.parser._pending_eom = False  # the usual empty body: nothing to skip
+                    reusable = up.reusable()
+                else:
+                    reusable = await reproxy.skip_body(up, pc.read_timeout)
                 if reusable:
                     pool.put_back(up)
                 else:
                     up.close()
-                app_headers = [
-                    (k, v) for k, v in resp.headers if k.lower() not in reproxy.DROP_APP_HEADERS
-                ]
-                app_headers = [(k, v) for k, v in app_headers if k.lower() not in HOP]
                 if url is not None and cfg.enable_reproxy:
                     cache_for = special.get(b"x-reproxy-cache-for")
-                    expected = _int_or_none(special.get(b"x-reproxy-expected-size"))
+                    exp_s = special.get(b"x-reproxy-expected-size")
+                    expected = _int_or_none(exp_s) if exp_s is not None else None
                     if cache_for is not None and front.cache.max_entries:
-                        parsed = reproxy.parse_cache_for(cache_for, resp.headers)
-                        if parsed is not None:
-                            secs, kept = parsed
-                            lm = next((v for k, v in kept if k.lower() == b"last-modified"), None)
-                            host = _host_only(req.header(b"host") or b"")
-                            front.cache.put(
-                                host + b"|" + req.target,
-                                reproxy.CacheEntry(
-                                    time.monotonic() + secs, url, kept, lm, expected
-                                ),
-                            )
+                        self._cache_urls(front, req, resp, url, cache_for, expected)
                     return await self.reproxy_urls(
                         conn, req, status, app_headers, url, expected
                     )
@@ -735,6 +727,7 @@ class ProxyService(Service):
                     return await self.reproxy_file(conn, req, status, app_headers, rfile, expected)
                 assert accel is not None
                 return await self.accel_redirect(conn, req, accel)
+        out = [k + b": " + v + b"\r\n" for k, v in app_headers]
         # Plain relay.
         keep = req.keep_alive and not conn.closing
         no_body = req.method == b"HEAD" or status in (204, 304) or status < 200
@@ -771,6 +764,26 @@ class ProxyService(Service):
         if not ok:
             raise ResponseStarted()
         return keep
+
+    def _cache_urls(
+        self,
+        front: Front,
+        req: Request,
+        resp: Response,
+        url: bytes,
+        cache_for: bytes,
+        expected: int | None,
+    ) -> None:
+        parsed = reproxy.parse_cache_for(cache_for, resp.headers)
+        if parsed is None:
+            return
+        secs, kept = parsed
+        lm = next((v for k, v in kept if k.lower() == b"last-modified"), None)
+        host = _host_only(req.host or b"")
+        front.cache.put(
+            host + b"|" + req.target,
+            reproxy.CacheEntry(time.monotonic() + secs, url, kept, lm, expected),
+        )
 
     async def _stream_body(
         self,
@@ -838,9 +851,9 @@ class ProxyService(Service):
     ) -> bool:
         front = conn.front
         storage = front.storage
-        urls = reproxy.parse_urls(urls_value)
+        urls = storage.parse_urls(urls_value)
         method = b"HEAD" if req.method == b"HEAD" else b"GET"
-        client_host = req.header(b"host")
+        client_host = req.host
         client_range = req.header(b"range")
         tried = 0
         for host, port, path in storage.dead.order(urls, time.monotonic()):
@@ -885,9 +898,10 @@ class ProxyService(Service):
         else:
             keep = False
         for k, v in sresp.headers:
-            lk = k.lower()
-            if (lk == b"content-range" and st in (206, 416)) or lk == b"accept-ranges":
-                lines.append(k + b": " + v + b"\r\n")
+            if len(k) == 13:  # Content-Range and Accept-Ranges are both 13 characters
+                lk = k.lower()
+                if (lk == b"content-range" and st in (206, 416)) or lk == b"accept-ranges":
+                    lines.append(k + b": " + v + b"\r\n")
         if not keep:
             lines.append(b"Connection: close\r\n")
         head = b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason_phrase(status), b"".join(lines))
@@ -955,7 +969,7 @@ class ProxyService(Service):
         front = conn.front
         front.c_accel.value += 1
         _, path, query = _split_target(uri.strip())
-        host = _host_only(req.header(b"host") or b"")
+        host = _host_only(req.host or b"")
         pool_name, root, route = front.route(host, path, internal=True)
         if route is None:
             return await self.reply(conn, req, 404, b"no internal location\n")
@@ -974,6 +988,7 @@ class ProxyService(Service):
             b"1.1",
         )
         sub.keep_alive = req.keep_alive
+        sub.host = req.host
         return await self.proxy(conn, sub, pool, path + query, allow_reproxy=False)
 
     # -- static files -----------------------------------------------------------------------------
