@@ -154,3 +154,13 @@ async def test_graceful_stop_writes_everything(tmp_path: Path, host: HostConfig)
     await svc.stop()
     w.close()
     assert len(all_lines(cfg.data_dir)) == 5000  # type: ignore[arg-type]
+
+
+async def test_idle_connections_are_closed(tmp_path: Path, host: HostConfig) -> None:
+    async with running_service(SyslogService, make_config(tmp_path, idle_timeout=0.2), host) as svc:
+        r, w = await asyncio.open_connection(*addr(svc, "tcp"))
+        w.write(b"<13>1 - h a - - - hi\n")
+        assert await asyncio.wait_for(r.read(), 20) == b""  # closed by the collector
+        assert svc.stats.snapshot()["idle_closed"] == 1
+        w.close()
+    assert all_lines(svc.root)[0].endswith(" hi")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,12 @@ async def test_disk_full_holds_tcp_and_resumes(
 ) -> None:
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (1024 * 1024 - 96 * 1024))  # leave ~96 KiB (tmpfs counts pages)
-    cfg = make_config(tmp_path, data_dir=small_disk / "logs", disk_retry_interval=0.05)
+    cfg = make_config(
+        tmp_path,
+        data_dir=small_disk / "logs",
+        disk_retry_interval=0.05,
+        max_pending_bytes=64 * 1024,
+    )
     async with running_service(SyslogService, cfg, host) as svc:
         _, port = svc.addresses()["tcp"].rsplit(":", 1)
         _, w = await asyncio.open_connection("127.0.0.1", int(port))
@@ -55,13 +61,21 @@ async def test_disk_full_holds_tcp_and_resumes(
         # The collector is alive, nothing more reaches the disk, the sender is held back.
         assert len(all_lines(svc.root)) < n
         assert not sender.done() or svc.stats.snapshot()["lines_queued"] < n
-        assert svc.stats.snapshot()["udp_dropped_backlog"] == 0
+        # UDP cannot be slowed down: past max_pending_bytes it is dropped, and counted.
+        host_, port_ = svc.addresses()["udp"].rsplit(":", 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            for i in range(2000):
+                u.sendto(b"<13>1 - u app - - - udp %d %s" % (i, b"z" * 100), (host_, int(port_)))
+        await wait_for(lambda: svc.stats.snapshot()["udp_messages"] >= 1, what="UDP arrivals")
+        await wait_for(lambda: svc.stats.snapshot()["udp_dropped_backlog"] > 0, what="UDP drops")
         filler.unlink()  # space returns
-        await wait_for(lambda: len(all_lines(svc.root)) >= n, timeout=60, what="all lines")
+        await wait_for(
+            lambda: sum(" h app " in ln for ln in all_lines(svc.root)) >= n, 60, "all TCP lines"
+        )
         await asyncio.wait_for(sender, 30)
         await wait_for(lambda: svc.health()[0], what="health to recover")
         w.close()
-    lines = all_lines(cfg.data_dir)  # type: ignore[arg-type]
+    lines = [ln for ln in all_lines(cfg.data_dir) if " h app " in ln]  # type: ignore[arg-type]
     seqs = [ln.split("seq=")[1][:6] for ln in lines]
     assert seqs == [f"{i:06d}" for i in range(n)]  # all, in order, none twice, none torn
     assert all(ln.endswith("x" * 60) for ln in lines)
