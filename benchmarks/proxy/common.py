@@ -35,7 +35,9 @@ def free_port() -> int:
         return port
 
 
-def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -65,7 +67,11 @@ class Proc:
 
 @contextlib.contextmanager
 def daemon(
-    name: str, argv: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None
+    name: str,
+    argv: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Proc]:
     log = open(Path(tempfile.gettempdir()) / f"bench-proxy-{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -291,7 +297,8 @@ def wrk(url: str, conns: int, seconds: float, pid: int, threads: int = 2) -> dic
     """One bounded wrk run; the front's CPU (pid tree) is measured around it."""
     cpu0 = cpu_seconds(pid)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:g}s", "--latency", "--timeout", "10s", url],
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+        + [url],
         capture_output=True,
         text=True,
         timeout=seconds + 60,

@@ -465,10 +465,7 @@ class HTTPConnection:
             end3 = buf.find(b"\n\r\n", scan)
             if end2 < 0 and end3 < 0:
                 return self._head_incomplete()
-            if end3 < 0 or (0 <= end2 < end3):
-                head_len = end2 + 2
-            else:
-                head_len = end3 + 3
+            head_len = end2 + 2 if end3 < 0 or 0 <= end2 < end3 else end3 + 3
         head = bytes(buf[:head_len])
         del buf[:head_len]
         self._scan = 0

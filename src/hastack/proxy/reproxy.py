@@ -146,7 +146,8 @@ class DeadHosts:
     ) -> list[tuple[str, int, bytes]]:
         if not self._until:
             return urls
-        alive, dead = [], []
+        alive: list[tuple[str, int, bytes]] = []
+        dead: list[tuple[str, int, bytes]] = []
         for u in urls:
             (dead if self.is_dead(f"{u[0]}:{u[1]}", now) else alive).append(u)
         return alive + dead if dead else urls
