@@ -76,6 +76,15 @@ class BackendPool:
     def queued(self) -> int:
         return len(self._queue)
 
+    def try_acquire(self, exclude: list[str], affinity: str | None = None) -> BackendState | None:
+        """The non-waiting fast path of acquire(): a backend with a free slot, or None."""
+        if self._queue:
+            return None  # others are waiting: queue behind them (FIFO)
+        b = self.state.pick(time.monotonic(), exclude, affinity)
+        if b is not None:
+            b.active += 1
+        return b
+
     async def acquire(
         self, exclude: tuple[str, ...] = (), affinity: str | None = None
     ) -> BackendState:

@@ -97,6 +97,7 @@ class Request:
 
     __slots__ = (
         "chunked",
+        "connection",
         "content_length",
         "expect_continue",
         "headers",
@@ -124,6 +125,7 @@ class Request:
         self.chunked = False
         self.expect_continue = False
         self.host: bytes | None = None  # first Host header (lowercased), set by the parser
+        self.connection: bytes | None = None  # Connection header values (lowercased), joined
 
     def header(self, name: bytes) -> bytes | None:
         """First value of header ``name`` (lowercase), or None."""
@@ -528,6 +530,7 @@ class HTTPConnection:
             req = self._finish_request(first, headers, content_length, chunked, conn, expect)
             # Lowercased (it comes from the lowercased head): host names are case-insensitive.
             req.host = host.strip(b" \t") if host is not None else None
+            req.connection = conn
             return req
         return self._finish_response(first, headers, content_length, chunked, conn, raw)
 

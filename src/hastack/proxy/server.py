@@ -27,7 +27,6 @@ from hastack.proxy.http import HttpDate, HTTPProtocol, UpstreamConnection
 from hastack.proxy.pool import BackendPool, PoolUnavailable
 from hastack.proxy.proto import (
     NEED_DATA,
-    ConnectionClosed,
     Data,
     EndOfMessage,
     HTTPConnection,
@@ -443,7 +442,9 @@ class ProxyService(Service):
         host = _host_only(host_h)
         if req.version == b"1.1" and not host_h:
             return await self.reply(conn, req, 400, b"missing Host header\n")
-        if req.method == b"CONNECT" or req.header(b"upgrade") is not None:
+        if req.method == b"CONNECT" or (
+            req.connection is not None and b"upgrade" in req.connection.lower()
+        ):
             return await self.reply(conn, req, 501, b"CONNECT and Upgrade are not supported\n")
         cfg = front.config
         if cfg.enable_reproxy and front.cache.max_entries and req.method in (b"GET", b"HEAD"):
@@ -523,7 +524,7 @@ class ProxyService(Service):
         trusted = conn.trusted
         blind = cfg.blind_proxy
         drop: frozenset[bytes] | set[bytes] = HOP
-        conn_h = req.header(b"connection")
+        conn_h = req.connection
         if conn_h is not None:
             drop = HOP | {t.strip().lower() for t in conn_h.split(b",")}
         lines = [b"%s %s HTTP/1.1\r\n" % (req.method, target)]
@@ -609,7 +610,7 @@ class ProxyService(Service):
             if attempt:
                 front.c_retries.value += 1
             try:
-                b = await pool.acquire(tuple(tried), affinity)
+                b = pool.try_acquire(tried, affinity) or await pool.acquire(tuple(tried), affinity)
             except PoolUnavailable as exc:
                 if tried:
                     break
@@ -619,7 +620,9 @@ class ProxyService(Service):
             try:
                 started = time.monotonic()
                 try:
-                    up = await pool.connection(b, front.config.max_buffer_bytes)
+                    up = pool.idle.get(b.key, started) or await pool.connection(
+                        b, front.config.max_buffer_bytes
+                    )
                 except (OSError, TimeoutError) as exc:
                     b.connect_failed(time.monotonic(), pc.health.eject_interval)
                     pool.state_changed()
@@ -634,7 +637,16 @@ class ProxyService(Service):
                 try:
                     if has_body:
                         await self.forward_body(conn, req, up)
-                    resp = await _response_head(up, pc.response_timeout)
+                    while True:
+                        ev = up.parser.next_event()
+                        if ev is NEED_DATA:
+                            ev = await up.next_event(pc.response_timeout)
+                        if isinstance(ev, Response):
+                            if ev.status >= 200:
+                                resp = ev
+                                break
+                            continue  # 100 Continue / 103 Early Hints: ours was already sent
+                        raise ConnectionResetError(f"backend closed the connection ({ev!r})")
                 except (ProtocolError, ConnectionError, OSError, TimeoutError) as exc:
                     up.abort()
                     timed_out = isinstance(exc, TimeoutError)
@@ -897,11 +909,12 @@ class ProxyService(Service):
             chunk_out = True
         else:
             keep = False
-        for k, v in sresp.headers:
-            if len(k) == 13:  # Content-Range and Accept-Ranges are both 13 characters
-                lk = k.lower()
-                if (lk == b"content-range" and st in (206, 416)) or lk == b"accept-ranges":
-                    lines.append(k + b": " + v + b"\r\n")
+        if st == 206 or st == 416:  # Perlbal copies these two only for partial answers
+            for k, v in sresp.headers:
+                if len(k) == 13:  # Content-Range and Accept-Ranges are both 13 characters
+                    lk = k.lower()
+                    if lk == b"content-range" or lk == b"accept-ranges":
+                        lines.append(k + b": " + v + b"\r\n")
         if not keep:
             lines.append(b"Connection: close\r\n")
         head = b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason_phrase(status), b"".join(lines))
@@ -1080,18 +1093,6 @@ class ProxyService(Service):
             time.monotonic(),
         )
         self.checker.restart()
-
-
-async def _response_head(up: UpstreamConnection, timeout: float) -> Response:
-    while True:
-        ev = await up.next_event(timeout)
-        if isinstance(ev, Response):
-            if ev.status >= 200 or ev.status == 101:
-                return ev
-            continue  # 100 Continue / 103 Early Hints from the backend: ours was already sent
-        if isinstance(ev, ConnectionClosed):
-            raise ConnectionResetError("backend closed the connection")
-        raise ConnectionResetError(f"unexpected {ev!r}")
 
 
 def _cookie(req: Request, name: str) -> bytes | None:
