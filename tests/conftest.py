@@ -6,6 +6,7 @@ Service folders add their own conftest.py next to their tests.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from hypothesis import HealthCheck, settings
 from hastack.testing import write_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests are imported with --import-mode=importlib (several folders have a test_proto.py), which
+# does not put test folders on sys.path. Helper modules kept next to the tests (sim.py,
+# proxy_helpers.py, ...) stay importable by name: every test folder goes on sys.path here.
+for _folder in sorted({p.parent for p in Path(__file__).parent.rglob("*.py")}):
+    if str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 # Hypothesis: modest example counts keep the suite inside its time budget; CI derandomises so
 # a failure there reproduces. HYPOTHESIS_PROFILE=thorough for a long local run.

@@ -27,24 +27,46 @@ SENTINEL = b"mg __end__ k O7777\r\n"
 SENTINEL_REPLY = b"EN k__end__ O7777\r\n"
 
 
-def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send ``data`` + a sentinel; read until the sentinel's reply, EOF, or a quiet second."""
+# get_flushed is left out: memcached's LRU maintainer thread reclaims flushed items in the
+# background at moments of its own, so whether a later lookup still finds one is timing.
+COUNTERS = (
+    "cmd_get cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses get_expired "
+    "delete_misses delete_hits incr_misses incr_hits decr_misses decr_hits cas_misses cas_hits "
+    "cas_badval touch_hits touch_misses store_too_large store_no_memory"
+).split()
+
+
+def _read_until(s: socket.socket, out: bytes, end: bytes) -> bytes:
+    while not out.endswith(end):
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed while waiting for {end!r}: {out[-200:]!r}")
+        out += chunk
+    return out
+
+
+def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, dict[str, int] | None]:
+    """Send ``data`` + a sentinel; read until the sentinel's reply, EOF, or a quiet second.
+
+    Returns the normalised replies and the counters moved by ``data`` (None when the stream
+    was left desynchronised on purpose, e.g. a data block swallowed the sentinel)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(b"flush_all\r\nset __base 0 0 1\r\nx\r\ngets __base\r\n")
-        head = b""
-        while not head.endswith(b"END\r\n"):
-            head += s.recv(4096)
+        head = _read_until(s, b"", b"END\r\n")
         m = re.search(rb"VALUE __base 0 1 (\d+)", head)
         assert m is not None, head
         base = int(m.group(1))
-        s.sendall(b"delete __base\r\n")
-        while not head.endswith(b"DELETED\r\n"):
-            head += s.recv(4096)
+        s.sendall(b"delete __base\r\nstats reset\r\n")
+        _read_until(s, b"", b"RESET\r\n")
         s.sendall(data + SENTINEL)
         out = b""
         deadline = time.monotonic() + timeout
         s.settimeout(1.0)
-        while not out.endswith(SENTINEL_REPLY):
+        synced = False
+        while True:
+            if out.endswith(SENTINEL_REPLY):
+                synced = True
+                break
             try:
                 chunk = s.recv(65536)
             except TimeoutError:
@@ -55,7 +77,16 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
             out += chunk
             if time.monotonic() > deadline:
                 break
-    return normalise(out, base)
+        counters = None
+        if synced:
+            s.settimeout(timeout)
+            s.sendall(b"stats\r\n")
+            stats = _read_until(s, b"", b"END\r\n")
+            values = dict(re.findall(rb"STAT (\w+) (\S+)", stats))
+            counters = {name: int(values[name.encode()]) for name in COUNTERS}
+            counters["cmd_get"] -= 1  # the sentinel mg
+            counters["get_misses"] -= 1
+    return normalise(out, base), counters
 
 
 _CAS_PATTERNS = [
@@ -84,7 +115,9 @@ def normalise(out: bytes, base: int) -> bytes:
     return out
 
 
-def both(memcached_port: int, hastack_port: int, data: bytes) -> tuple[bytes, bytes]:
+def both(
+    memcached_port: int, hastack_port: int, data: bytes
+) -> tuple[tuple[bytes, dict[str, int] | None], tuple[bytes, dict[str, int] | None]]:
     return exchange(memcached_port, data), exchange(hastack_port, data)
 
 

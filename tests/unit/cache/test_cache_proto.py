@@ -109,8 +109,6 @@ def test_numbers_follow_c_strtol() -> None:
         (b"set foo 0 0\r\n", proto.ERROR),
         (b"get " + b"k" * 251 + b"\r\n", proto.BAD_FORMAT),
         (b"set k 0 0 -1\r\n", proto.BAD_FORMAT),
-        (b"set k 0 0 1\r\nxx\r\n", proto.BAD_CHUNK),
-        (b"set k 0 0 1 noreply\r\nxx\r\n", b""),
         (b"delete foo 5\r\n", proto.DELETE_USAGE),
         (b"incr k x\r\n", proto.BAD_DELTA),
         (b"touch k x\r\n", proto.BAD_EXPTIME),
@@ -124,6 +122,18 @@ def test_numbers_follow_c_strtol() -> None:
 )
 def test_error_replies(data: bytes, reply: bytes) -> None:
     assert error_of(data) == reply
+
+
+def test_bad_chunk_is_an_event_then_the_rest_is_parsed() -> None:
+    codec = ServerCodec()
+    codec.receive_data(b"set k 0 0 1 noreply\r\nxx\r\nms k 1\r\nxyz\r\n")
+    ev = codec.next_event()
+    assert isinstance(ev, proto.BadChunk) and ev.noreply and not ev.meta
+    with pytest.raises(ProtocolError) as info:
+        codec.next_event()  # the "\n" left over is an empty command line
+    assert info.value.reply == proto.ERROR
+    ev = codec.next_event()
+    assert isinstance(ev, proto.BadChunk) and not ev.noreply and ev.meta
 
 
 def test_bad_storage_line_does_not_swallow_data() -> None:
