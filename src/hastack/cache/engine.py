@@ -20,6 +20,7 @@ from hastack.cache.proto import (
     REPLACE,
     SET,
     Arith,
+    BadChunk,
     Delete,
     Event,
     FlushAll,
@@ -92,6 +93,7 @@ class Engine:
             Meta: self._meta,  # type: ignore[dict-item]
             Simple: self._simple,  # type: ignore[dict-item]
             Stats: self._stats,  # type: ignore[dict-item]
+            BadChunk: self._bad_chunk,  # type: ignore[dict-item]
         }
 
     def execute(self, ev: Event, now: int) -> bytes:
@@ -229,6 +231,10 @@ class Engine:
             return b""
         return _TEXT_RESULT[result]
 
+    def _bad_chunk(self, ev: BadChunk, now: int) -> bytes:
+        self.state.cmd_set += 1
+        return b"" if ev.noreply else proto.BAD_CHUNK
+
     # -- delete / arithmetic / touch / flush -----------------------------------------------------
     def _delete(self, ev: Delete, now: int) -> bytes:
         st = self.state
@@ -309,6 +315,9 @@ class Engine:
         return b"" if ev.noreply else b"TOUCHED\r\n"
 
     def _flush(self, ev: FlushAll, now: int) -> bytes:
+        if ev.error:
+            self.state.cmd_flush += 1
+            return b"" if ev.noreply else ev.error
         self.state.flush_all(ev.delay, now)
         return b"" if ev.noreply else b"OK\r\n"
 
@@ -327,7 +336,6 @@ class Engine:
         c = ev.cmd
         if c == b"n":
             return b"MN\r\n"
-        st.cmd_meta += 1
         if c == b"g":
             return self._mg(ev, now)
         if c == b"s":
@@ -336,6 +344,7 @@ class Engine:
             return self._md(ev, now)
         if c == b"a":
             return self._ma(ev, now)
+        st.cmd_meta += 1  # memcached 1.6.18 counts only "me" in cmd_meta
         return self._me(ev, now)
 
     @staticmethod
@@ -373,14 +382,14 @@ class Engine:
                 it = None
         if it is None:
             st.cmd_get += 1
-            if f.ttl is not None:
-                st.cmd_touch += 1
-                st.touch_misses += 1
-            else:
-                st.get_misses += 1
+            st.get_misses += 1
+            if f.opaque_too_long:
+                return proto.OPAQUE_TOO_LONG
             if f.quiet:
                 return b""
             return b"EN" + self._echo(f, key) + b"\r\n"
+        if f.opaque_too_long:
+            return proto.OPAQUE_TOO_LONG
         data = it.data
         hl = data.index(b"\n") + 1
         nbytes = len(data) - hl - 2
@@ -437,11 +446,13 @@ class Engine:
             parts.append(data[hl:])
         if not f.no_update:
             st.bump(key, it, now)
-            if ttl_set:
-                st.cmd_touch += 1
-                st.touch_hits += 1
-            else:
-                st.get_hits += 1
+        # memcached 1.6.18 counts a hit (also a vivified miss, also with u) as a touch when
+        # T was given, else as a get
+        if ttl_set:
+            st.cmd_touch += 1
+            st.touch_hits += 1
+        else:
+            st.get_hits += 1
             st.cmd_get += 1
         return b"".join(parts)
 
@@ -517,6 +528,8 @@ class Engine:
         if status == "no_memory":
             return b"SERVER_ERROR out of memory\r\n"
         if status == "exists":
+            if f.opaque_too_long:
+                return proto.OPAQUE_TOO_LONG
             return b"EX" + self._echo(f, key) + b"\r\n"
         if status == "not_found":
             if f.vivify_ttl is not None:
@@ -532,12 +545,13 @@ class Engine:
                     st.incr_misses += 1
                 else:
                     st.decr_misses += 1
+                if f.opaque_too_long:
+                    return proto.OPAQUE_TOO_LONG
                 return b"NF" + self._echo(f, key) + b"\r\n"
+        if f.opaque_too_long:
+            return proto.OPAQUE_TOO_LONG
         if it is None:
             return code + self._echo(f, key) + b"\r\n"
-        if f.quiet and not f.value:
-            # noreply hides the nominal HD; still apply T/N below
-            pass
         parts = [b"VA %d" % len(text) if f.value else b"HD"]
         for tok in f.tokens:
             o = tok[0]
@@ -556,8 +570,8 @@ class Engine:
                 parts.append(b" " + tok)
             elif o == 107:
                 parts.append(self._ret_key(f, key))
-        if f.quiet:
-            return b""
+        if f.quiet and not created:
+            return b""  # q hides the nominal reply of an update (memcached: not a creation)
         parts.append(b"\r\n")
         if f.value:
             parts.append(text + b"\r\n")

@@ -44,6 +44,7 @@ OUT_OF_MEMORY = b"SERVER_ERROR out of memory storing object\r\n"
 SHUTDOWN_DISABLED = b"ERROR: shutdown not enabled\r\n"
 STATS_DETAIL_USAGE = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
 TOO_MANY_CONNECTIONS = b"ERROR Too many open connections\r\n"
+OPAQUE_TOO_LONG = b"CLIENT_ERROR opaque token too long\r\n"
 
 _SPACE = b" \t\n\v\f\r"  # C isspace()
 _NUM_RE = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
@@ -170,11 +171,24 @@ class Touch(Event):
 
 
 class FlushAll(Event):
-    __slots__ = ("delay", "noreply")
+    """``error`` is the reply for a bad delay: memcached counts cmd_flush before parsing."""
 
-    def __init__(self, delay: int, noreply: bool) -> None:
+    __slots__ = ("delay", "error", "noreply")
+
+    def __init__(self, delay: int, noreply: bool, error: bytes = b"") -> None:
         self.delay = delay
         self.noreply = noreply
+        self.error = error
+
+
+class BadChunk(Event):
+    """A data block not followed by CRLF. memcached still counts it in ``cmd_set``."""
+
+    __slots__ = ("meta", "noreply")
+
+    def __init__(self, noreply: bool, meta: bool) -> None:
+        self.noreply = noreply
+        self.meta = meta
 
 
 class Simple(Event):
@@ -213,6 +227,7 @@ class MetaFlags:
     initial: int = 0  # J
     delta: int = 1  # D
     invalidate: bool = False  # I
+    opaque_too_long: bool = False  # an O token over 32 bytes (mg/ma report it late)
     tokens: list[bytes] = field(default_factory=list)  # flag tokens in request order
 
 
@@ -422,10 +437,7 @@ class ServerCodec:
         self._pos = start + size + 2
         buf = self._buf
         if buf[start + size : start + size + 2] != b"\r\n":
-            reply = BAD_CHUNK
-            if self._pending_noreply and not self._pending_meta:
-                reply = b""
-            raise ProtocolError("bad data chunk", reply)
+            return BadChunk(self._pending_noreply and not self._pending_meta, self._pending_meta)
         assert ev is not None
         if isinstance(ev, Store):
             ev.data = buf[start : start + size]
@@ -520,7 +532,7 @@ class ServerCodec:
             if n != (2 if noreply else 1):
                 d = strtol32(tokens[1])
                 if d is None:
-                    raise _noreply_error(BAD_EXPTIME, noreply)
+                    return FlushAll(0, noreply, BAD_EXPTIME)
                 delay = d
             return FlushAll(delay, noreply)
         if cmd == b"version":
@@ -619,7 +631,10 @@ class ServerCodec:
             raise _meta_error(err)
         for tok in flags.tokens:
             if tok[0] == 79 and len(tok) > OPAQUE_MAX_BYTES:
-                raise _meta_error(b"CLIENT_ERROR opaque token too long\r\n")
+                if c == b"d":
+                    raise _meta_error(OPAQUE_TOO_LONG)
+                # mg/ma: memcached notices while writing the reply, after counting the lookup
+                flags.opaque_too_long = True
         if c == b"a" and flags.mode not in (0, 73, 105, 43, 68, 100, 45):
             raise _meta_error(b"CLIENT_ERROR invalid mode for ma M token\r\n")
         return Meta(c, key, flags)
@@ -634,7 +649,7 @@ class ServerCodec:
         if err is None:
             for tok in flags.tokens:
                 if tok[0] == 79 and len(tok) > OPAQUE_MAX_BYTES:
-                    err = b"CLIENT_ERROR opaque token too long\r\n"
+                    err = OPAQUE_TOO_LONG
                     break
         if err is None and flags.mode not in (0, 69, 65, 80, 82, 83):
             err = b"CLIENT_ERROR invalid mode for ms M token\r\n"

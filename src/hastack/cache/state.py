@@ -151,11 +151,18 @@ class CacheState:
 
     # -- lookup --------------------------------------------------------------------------------
     def peek(self, key: bytes, now: int) -> Item | None:
-        """The live item for ``key`` (dropping it if expired or flushed), without LRU bump."""
+        """The live item for ``key`` without LRU bump (memcached's ``do_item_get`` with
+        DONT_UPDATE): a flushed or expired item found here is unlinked and counted in
+        ``get_flushed`` / ``get_expired``, whatever command looked it up."""
         it = self.items.get(key)
         if it is None:
             return None
-        if (it.exptime and it.exptime <= now) or self._flushed(it, now):
+        if self._flushed(it, now):
+            self.get_flushed += 1
+            self._unlink(key, it)
+            return None
+        if it.exptime and it.exptime <= now:
+            self.get_expired += 1
             self._unlink(key, it)
             return None
         return it
@@ -167,20 +174,12 @@ class CacheState:
         return it.time <= ol or (self.oldest_cas != 0 and it.cas < self.oldest_cas)
 
     def fetch(self, key: bytes, now: int) -> Item | None:
-        """A get: counts expired/flushed misses, marks fetched, bumps LRU."""
-        items = self.items
-        it = items.get(key)
+        """A get: ``peek`` then mark fetched and bump in the LRU."""
+        it = self.peek(key, now)
         if it is None:
             return None
-        if (it.exptime and it.exptime <= now) or self._flushed(it, now):
-            if it.exptime and it.exptime <= now:
-                self.get_expired += 1
-            else:
-                self.get_flushed += 1
-            self._unlink(key, it)
-            return None
         it.bits |= FETCHED
-        items.move_to_end(key)
+        self.items.move_to_end(key)
         if it.time < now - ITEM_UPDATE_INTERVAL:
             it.time = now
         return it
@@ -246,14 +245,14 @@ class CacheState:
         it.data = data
 
     def flush_all(self, delay: int, now: int) -> None:
-        """memcached's flush_all: with no delay every current item dies now (and the memory is
-        reclaimed now); with a delay, items not updated since then die when it passes."""
+        """memcached's flush_all: items not updated since the flush time are dead from then on.
+
+        Like memcached, memory is reclaimed lazily (on lookup, by the expiry crawler, or at the
+        LRU tail when room is needed), and ``get_flushed`` counts lookups that find one."""
         new_oldest = self.realtime(delay, now) if delay > 0 else now
         self.oldest_live = new_oldest - 1
         if self.oldest_live <= now:
             self.oldest_cas = self.next_cas()
-            self.items.clear()
-            self.bytes = 0
         self.cmd_flush += 1
 
     def set_memory_limit(self, max_memory_bytes: int, now: int) -> None:

@@ -30,10 +30,28 @@ SENTINEL_REPLY = b"EN k__end__ O7777\r\n"
 # get_flushed is left out: memcached's LRU maintainer thread reclaims flushed items in the
 # background at moments of its own, so whether a later lookup still finds one is timing.
 COUNTERS = (
-    "cmd_get cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses get_expired "
-    "delete_misses delete_hits incr_misses incr_hits decr_misses decr_hits cas_misses cas_hits "
-    "cas_badval touch_hits touch_misses store_too_large store_no_memory"
-).split()
+    "cmd_get",
+    "cmd_set",
+    "cmd_flush",
+    "cmd_touch",
+    "cmd_meta",
+    "get_hits",
+    "get_misses",
+    "get_expired",
+    "delete_misses",
+    "delete_hits",
+    "incr_misses",
+    "incr_hits",
+    "decr_misses",
+    "decr_hits",
+    "cas_misses",
+    "cas_hits",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "store_too_large",
+    "store_no_memory",
+)
 
 
 def _read_until(s: socket.socket, out: bytes, end: bytes) -> bytes:

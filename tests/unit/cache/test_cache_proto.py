@@ -115,7 +115,7 @@ def test_numbers_follow_c_strtol() -> None:
         (b"mg x zz\r\n", b"CLIENT_ERROR invalid flag\r\n"),
         (b"mg x v v\r\n", b"CLIENT_ERROR duplicate flag\r\n"),
         (b"md foo x y z\r\n", b"CLIENT_ERROR invalid or duplicate flag\r\n"),
-        (b"mg x O" + b"a" * 40 + b"\r\n", b"CLIENT_ERROR opaque token too long\r\n"),
+        (b"md x O" + b"a" * 40 + b"\r\n", b"CLIENT_ERROR opaque token too long\r\n"),
         (b"ms foo 2 MX\r\nhi\r\n", b"CLIENT_ERROR invalid mode for ms M token\r\n"),
         (b"shutdown\r\n", proto.SHUTDOWN_DISABLED),
     ],
