@@ -84,3 +84,14 @@ class ThreadedCache:
 def hastack_cache() -> Iterator[ThreadedCache]:
     with ThreadedCache(CacheConfig(listen=Address("127.0.0.1", 0))) as cache:
         yield cache
+
+
+@pytest.fixture
+def three_caches() -> Iterator[list[ThreadedCache]]:
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(ThreadedCache(CacheConfig(listen=Address("127.0.0.1", 0))))
+            for _ in range(3)
+        ]
