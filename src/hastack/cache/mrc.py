@@ -176,15 +176,11 @@ def _bucket_value(b: int) -> float:
     return float(2 ** ((b + 0.5) / _STEPS))
 
 
-def _default_sizes(keys_estimate: float) -> list[float]:
-    top = max(16.0, keys_estimate * 1.25)
-    sizes = []
-    s = 16.0
-    while s < top:
-        sizes.append(s)
-        s *= 2
-    sizes.append(top)
-    return sizes
+def _default_sizes(keys_estimate: float, points: int = 24) -> list[float]:
+    """Cache sizes (items) to report: log-spaced from 16 items to 1.5x the keys seen."""
+    top = max(32.0, keys_estimate * 1.5)
+    ratio = (top / 16.0) ** (1 / (points - 1))
+    return [16.0 * ratio**i for i in range(points)]
 
 
 class HotKeys:
