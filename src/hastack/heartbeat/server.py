@@ -77,6 +77,7 @@ class AddressManager:
     def __init__(self, use_pyroute2: bool = True) -> None:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._ipr: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         if use_pyroute2:
             try:
                 import pyroute2  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
@@ -96,12 +97,18 @@ class AddressManager:
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
 
     def _netlink(self, op: str, vip: Vip) -> None:
         if self._ipr is None:
             from pyroute2 import IPRoute
 
-            self._ipr = IPRoute()
+            # A plain selector loop: uvloop (installed as the policy by hastack) cannot open
+            # netlink sockets ("invalid family 16").
+            self._loop = asyncio.SelectorEventLoop()
+            self._ipr = IPRoute(use_event_loop=self._loop)
         if vip.dev not in self._index:
             self._index[vip.dev] = socket.if_nametoindex(vip.dev)
         self._ipr.addr(op, index=self._index[vip.dev], address=vip.ip, prefixlen=vip.prefix)

@@ -492,8 +492,15 @@ class Election:
         own = self._own_rank()
 
         # 1. should this node claim the master role?
+        # A master yields to a better master (split brain healing), and to a better claimer
+        # only when preempting is allowed (auto_failback) or asked for (takeover).
         must_yield = any(
-            self._rank_of(p.msg) > own and (p.msg.claim or p.msg.state == MASTER) for p in alive
+            self._rank_of(p.msg) > own
+            and (
+                p.msg.state == MASTER
+                or (p.msg.claim and (cfg.auto_failback or p.msg.want))
+            )
+            for p in alive
         )
         if not eligible:
             claim = False

@@ -1,0 +1,122 @@
+"""VIP failover on a real bridge: three nodes, a client requesting the VIP every 10 ms.
+
+100 ms keepalive, 0.4 s deadtime, quorum on (3 nodes). Margins are generous: the machine is
+shared; the point is correctness (one holder, the client follows), speed is in benchmarks/.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from hastack.heartbeat.testbed import HaCluster
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+MARGIN = 1.5  # seconds on top of the deadtime for "recovered" (process scheduling, GARP)
+
+
+def bring_up(c: HaCluster) -> float:
+    t0 = time.time()
+    c.start()
+    c.wait_master("n1")
+    c.wait_served_by("n1", since=time.time())
+    return t0
+
+
+def check_failover(c: HaCluster, t_fault: float, old: str, new: str) -> None:
+    c.wait_served_by(new, since=t_fault)
+    assert c.probe is not None
+    result = c.probe.failover(t_fault, old, new)
+    assert result is not None
+    gap, _fails = result
+    assert gap <= c.deadtime + MARGIN, f"client recovered after {gap:.3f}s"
+    assert c.holders() == [new]
+    c.wait_for(lambda: c.arp_points_at(new), 5.0, f"client ARP entry -> {new}")
+
+
+def test_kill9_master_withdrawn_by_supervisor_then_failback(cluster: HaCluster) -> None:
+    c = cluster
+    c.restart_delay = 1.0
+    t0 = bring_up(c)
+    t_fault = time.time()
+    c.signal_daemon("n1", signal.SIGKILL)
+    # the supervisor's crash_cleanup withdraws the dead daemon's address at once
+    c.wait_for(lambda: "n1" not in c.holders(), 5.0, "crash cleanup on n1")
+    check_failover(c, t_fault, "n1", "n2")
+    # the supervisor restarts n1; with auto_failback it takes the VIP back
+    t_back = time.time()
+    c.wait_served_by("n1", since=t_back, timeout=30)
+    c.wait_master("n1")
+    c.wait_for(lambda: c.arp_points_at("n1"), 5.0, "client ARP entry -> n1")
+    assert c.max_concurrent_holders(since=t0) == 1
+
+
+def test_link_cut_master_goes_fault_multicast(cluster: HaCluster) -> None:
+    c = cluster
+    c.transport = "multicast"
+    t0 = bring_up(c)
+    t_fault = time.time()
+    c.bed.link_down("n1")
+    check_failover(c, t_fault, "n1", "n2")
+    c.bed.link_up("n1")
+    c.wait_served_by("n1", since=time.time())  # auto_failback
+    c.wait_master("n1")
+    assert c.max_concurrent_holders(since=t0) == 1
+
+
+def test_sigstop_master_is_fenced_and_stays_backup_without_failback(cluster: HaCluster) -> None:
+    c = cluster
+    c.fence, c.auto_failback = True, False
+    t0 = bring_up(c)
+    t_fault = time.time()
+    c.signal_daemon("n1", signal.SIGSTOP)
+    # a frozen process cannot drop its address; the new master fences it first
+    check_failover(c, t_fault, "n1", "n2")
+    c.signal_daemon("n1", signal.SIGCONT)
+    # n1 wakes up, finds its lease long gone and the VIP fenced away: it must stay backup
+    c.wait_for(lambda: c.ha_status("n1").get("state") == "backup", 10, "n1 back as backup")
+    st = c.ha_status("n2")
+    assert st["state"] == "master" and st["holds_vip"]
+    assert c.holders() == ["n2"]
+    assert c.max_concurrent_holders(since=t0) == 1
+
+
+def test_clean_stop_hands_over_and_restart_without_failback_broadcast(
+    cluster: HaCluster,
+) -> None:
+    c = cluster
+    c.auto_failback, c.transport = False, "broadcast"
+    t0 = bring_up(c)
+    t_fault = time.time()
+    assert c.stop_node("n1") == 0
+    check_failover(c, t_fault, "n1", "n2")
+    c.start_node("n1")
+
+    def n1_settled() -> bool:
+        st = c.ha_status("n1")
+        return st.get("state") == "backup" and st.get("visible") == 3
+
+    c.wait_for(n1_settled, 10, "n1 back as backup, seeing everyone")
+    assert c.holders() == ["n2"]  # no failback: the interim master keeps it
+    assert c.max_concurrent_holders(since=t0) == 1
+
+
+def test_partition_with_carrier_up_minority_master_steps_down(cluster: HaCluster) -> None:
+    c = cluster
+    c.extra = 'garp_mode = "reply"'  # arping -A form; the client must follow it as well
+    t0 = bring_up(c)
+    t_fault = time.time()
+    c.bed.block("n1")  # the bridge drops n1's frames; n1's link stays up
+    c.wait_for(lambda: c.holders() == ["n2"], 10, "n2 to take over")
+    events = [e for e in c.vip_events() if e[0] >= t_fault]
+    n1_del = next(t for t, n, d in events if n == "n1" and d < 0)
+    n2_add = next(t for t, n, d in events if n == "n2" and d > 0)
+    assert n1_del < n2_add  # the lease ran out before the majority took over
+    check_failover(c, t_fault, "n1", "n2")
+    c.bed.unblock("n1")
+    c.wait_served_by("n1", since=time.time())
+    c.wait_master("n1")
+    assert c.max_concurrent_holders(since=t0) == 1
