@@ -5,7 +5,9 @@ connection (``GET path``, ``Connection: close``); any status below 500 within ``
 good (an app that answers, even with 404, is alive; one that answers 5xx is not).
 A backend marked down has the requests still waiting for its response head aborted, so their
 idempotent requests are retried on another backend at once instead of waiting for the
-response timeout: a hung backend costs at most one retry.
+response timeout: a hung backend costs at most one retry. A failed check while requests have
+waited longer than ``check_timeout`` for that backend marks it down at once ("sudden death"),
+so a hung backend is detected within about two check periods instead of ``fall`` of them.
 """
 
 from __future__ import annotations
@@ -83,7 +85,13 @@ class HealthChecker:
             return
         ok = await check_once(addr.host, addr.port, hc.path, hc.host or b.key, hc.check_timeout)
         self.checks.value += 1
-        if b.check_result(ok, time.monotonic(), hc.rise, hc.fall):
+        now = time.monotonic()
+        if not ok and b.up and pool.oldest_wait(b.key, now) > hc.check_timeout:
+            # Sudden death: the check failed *and* requests have waited longer than a check
+            # may take. The backend is hung (SIGSTOP, deadlock): do not wait for `fall` more
+            # checks while clients stall.
+            b.bad = hc.fall - 1
+        if b.check_result(ok, now, hc.rise, hc.fall):
             self.transitions.value += 1
             if b.up:
                 self.service.log.warning("pool %s: backend %s is up", pool.name, b.key)

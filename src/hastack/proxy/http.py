@@ -191,6 +191,7 @@ class UpstreamConnection(HTTPProtocol):
         super().__init__(HTTPConnection("client", max_body_bytes=max_body_bytes), high_water)
         self.key = key
         self.idle_since = 0.0
+        self.sent_at = 0.0  # time.monotonic() when the request in flight was sent
         self.uses = 0
 
     def eof_received(self) -> bool:

@@ -159,6 +159,13 @@ class BackendPool:
         else:
             conn.close()
 
+    def oldest_wait(self, key: str, now: float) -> float:
+        """Seconds the longest-waiting request to ``key`` has waited for its response head."""
+        conns = self.waiting.get(key)
+        if not conns:
+            return 0.0
+        return now - min(c.sent_at for c in conns)
+
     def abort_waiting(self, key: str) -> int:
         """The backend was marked down: abort requests still waiting for its response head."""
         conns = self.waiting.pop(key, set())

@@ -632,6 +632,7 @@ class ProxyService(Service):
                     continue
                 up.parser.expect_response(b"HEAD" if req.method == b"HEAD" else req.method)
                 up.write(head)
+                up.sent_at = started
                 waiting = pool.waiting.setdefault(b.key, set())
                 waiting.add(up)
                 try:
