@@ -1120,7 +1120,7 @@ def _config_path_from_argv() -> Path | None:
     """`hastack run proxy --config FILE`: the core does not hand services their file path."""
     argv = sys.argv
     for i, a in enumerate(argv):
-        if a == "--config" and i + 1 < len(argv):
+        if a in ("--config", "-c") and i + 1 < len(argv):
             return Path(argv[i + 1])
         if a.startswith("--config="):
             return Path(a.split("=", 1)[1])

@@ -75,6 +75,20 @@ def test_run_reload_and_terminate(tmp_path: Path) -> None:
             assert get(base + "/who") == b"A"
             assert get(base + "/static/s.txt") == b"static\n"
             assert b"apps" in get(f"http://127.0.0.1:{admin}/proxy/pools")
+            cli = [sys.executable, "-m", "hastack", "--config", str(path), "proxy"]
+            out = subprocess.run([*cli, "status"], capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0 and f"127.0.0.1:{pa}" in out.stdout, out.stderr
+            out = subprocess.run(
+                [*cli, "add", "apps", f"127.0.0.1:{pb}"], capture_output=True, text=True, timeout=30
+            )
+            assert out.returncode == 0, out.stderr
+            out = subprocess.run(
+                [*cli, "remove", "apps", f"127.0.0.1:{pb}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert out.returncode == 0, out.stderr
             proxy_config(tmp_path, listen, admin, pb)
             proc.signal(signal.SIGHUP)
             deadline = time.monotonic() + 15
