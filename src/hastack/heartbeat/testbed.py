@@ -117,6 +117,7 @@ class HaCluster:
     fence: bool = False
     restart_delay: float = 1.0
     transport: str = "unicast"  # or "multicast" / "broadcast"
+    supervised: bool = True  # `hastack up` (crash_cleanup after kill -9) or bare `hastack run`
     extra: str = ""
     nodes: dict[str, HastackProcess] = field(default_factory=dict)
     monitors: dict[str, Lines] = field(default_factory=dict)
@@ -207,8 +208,9 @@ listen = "0.0.0.0:{ECHO_PORT}"
             self.echo[name] = proc.start()
 
     def start_node(self, name: str) -> HastackProcess:
-        proc = HastackProcess(self.config(name), args=["--config", str(self.config(name)), "up"],
-                              wrap=self.wrap(name))
+        cfg = str(self.config(name))
+        args = ["--config", cfg, "up"] if self.supervised else ["run", "heartbeat", "--config", cfg]
+        proc = HastackProcess(Path(cfg), args=args, wrap=self.wrap(name))
         self.nodes[name] = proc.start()
         return proc
 
@@ -217,7 +219,9 @@ listen = "0.0.0.0:{ECHO_PORT}"
             self.start_node(name)
 
     def daemon_pid(self, name: str, timeout: float = 20.0) -> int:
-        """PID of the heartbeat child under ``name``'s supervisor."""
+        """PID of the heartbeat daemon (the child under ``name``'s supervisor)."""
+        if not self.supervised:
+            return self.nodes[name].pid
         state = self.workdir / name / "run" / "supervisor.json"
         deadline = time.monotonic() + timeout
         while True:
