@@ -195,7 +195,7 @@ class Engine:
                 exptime = old.exptime
                 if st.item_too_large(key, flags, len(value)):
                     return R_NOT_STORED, None
-            it = Item(make_data(flags, value), flags, exptime, 0, now)
+            it = Item(make_data(flags, value), exptime, now)
             it.bits = bits
             if not st.link(key, it, now):
                 st.store_no_memory += 1
@@ -205,7 +205,7 @@ class Engine:
             st.cas_misses += 1
             return R_NOT_FOUND, None
         if mode in (SET, ADD):
-            it = Item(make_data(flags, value), flags, exptime, 0, now)
+            it = Item(make_data(flags, value), exptime, now)
             if not st.link(key, it, now):
                 st.store_no_memory += 1
                 return R_NO_MEMORY, None
@@ -278,9 +278,10 @@ class Engine:
             it.cas = st.next_cas()
             if it.time < now - 60:
                 it.time = now
-            st.items.move_to_end(key)
+            st.touch_order(key)
             return "ok", it, text
-        new = Item(make_data(it.flags, text), it.flags, it.exptime, 0, now)
+        flags = it.flags
+        new = Item(make_data(flags, text), it.exptime, now)
         new.bits = it.bits
         if not st.link(key, new, now):
             return "no_memory", None, b""
@@ -375,7 +376,7 @@ class Engine:
         it = st.peek(key, now)
         created = False
         if it is None and f.vivify_ttl is not None:
-            it = Item(make_data(0, b""), 0, 0, 0, now)
+            it = Item(make_data(0, b""), 0, now)
             if st.link(key, it, now):
                 created = True
             else:
@@ -534,7 +535,7 @@ class Engine:
         if status == "not_found":
             if f.vivify_ttl is not None:
                 text = b"%d" % f.initial
-                it = Item(make_data(0, text), 0, 0, 0, now)
+                it = Item(make_data(0, text), 0, now)
                 if st.link(key, it, now):
                     created = True
                 else:

@@ -1,22 +1,27 @@
 """Pure cache state: one exact LRU over every item, expiry and flush with time passed in.
 
-No slab classes: one ``OrderedDict`` in recency order (oldest first), so memory freed by any
-item is usable by any other (no slab calcification). Memory is counted per item as an honest
-estimate of what CPython really spends on it (``ITEM_OVERHEAD_BYTES`` + key + stored data),
-not memcached's header arithmetic; ``memcached_size()`` gives the memcached figure for ``me``.
+No slab classes: one plain ``dict`` kept in recency order (oldest first; a hit re-inserts the
+key at the end), so memory freed by any item is usable by any other (no slab calcification).
+Eviction takes the oldest keys from the front of the dict in small batches: a dict iterator has
+to step over the holes that deletions leave at the front, and batching keeps that cost per
+eviction small. A plain dict costs ~45 B per item where an OrderedDict costs ~115 B.
+
+Memory is counted per item as an honest estimate of what CPython really spends on it
+(``ITEM_OVERHEAD_BYTES`` + key + stored data), not memcached's header arithmetic;
+``memcached_size()`` gives the memcached figure for ``me``.
 
 Times are integer seconds (Unix time) passed in by the caller; nothing here reads a clock.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
+from itertools import islice
 
-# Measured on CPython 3.11 / x86-64 (see docs/cache.md): Item object with 6 slots (80 B incl.
-# GC header), its CAS int (32 B), the OrderedDict entry (hash table slot + linked node, ~110 B)
-# and the two bytes-object headers for key and data (2 x 33 B, rounded by pymalloc).
-ITEM_OVERHEAD_BYTES = 290
+# Measured on CPython 3.11 / x86-64 (benchmarks/cache, docs/cache.md): the Item object with 4
+# slots (64 B incl. GC header), its CAS int (32 B), the dict entry and index (~45 B resident),
+# the two bytes-object headers of key and data (2 x 33 B) and pymalloc's rounding (~20 B).
+ITEM_OVERHEAD_BYTES = 230
 
 REALTIME_MAXDELTA = 60 * 60 * 24 * 30  # memcached: exptimes above 30 days are absolute
 ITEM_UPDATE_INTERVAL = 60  # memcached: an item's access time is bumped at most once a minute
@@ -27,21 +32,43 @@ TOKEN_SENT = 4
 
 
 class Item:
-    """One cached value.
+    """One cached value, in four slots (64 bytes with CPython's object and GC headers).
 
-    ``data`` is the stored wire suffix ``b" <flags> <len>\\r\\n<value>\\r\\n"``,
-    so that a get reply is just ``VALUE <key>`` + data.
+    ``data`` is the stored wire suffix ``b" <flags> <len>\\r\\n<value>\\r\\n"``, so that a get
+    reply is just ``VALUE <key>`` + data (and the client flags need no slot of their own).
+    ``cb`` packs the CAS value and the FETCHED/STALE/TOKEN_SENT bits into one int:
+    ``cas << 3 | bits``. ``time`` is the last access (bumped at most once a minute, as
+    memcached does), ``exptime`` absolute Unix seconds or 0.
     """
 
-    __slots__ = ("bits", "cas", "data", "exptime", "flags", "time")
+    __slots__ = ("cb", "data", "exptime", "time")
 
-    def __init__(self, data: bytes, flags: int, exptime: int, cas: int, time: int) -> None:
+    def __init__(self, data: bytes, exptime: int, time: int) -> None:
         self.data = data
-        self.flags = flags
         self.exptime = exptime
-        self.cas = cas
         self.time = time
-        self.bits = 0
+        self.cb = 0
+
+    @property
+    def cas(self) -> int:
+        return self.cb >> 3
+
+    @cas.setter
+    def cas(self, value: int) -> None:
+        self.cb = (value << 3) | (self.cb & 7)
+
+    @property
+    def bits(self) -> int:
+        return self.cb & 7
+
+    @bits.setter
+    def bits(self, value: int) -> None:
+        self.cb = (self.cb & ~7) | value
+
+    @property
+    def flags(self) -> int:
+        d = self.data
+        return int(d[1 : d.index(b" ", 1)])
 
     @property
     def value(self) -> bytes:
@@ -90,8 +117,14 @@ class CacheState:
         max_item_bytes: int = 1024 * 1024,
         evictions_enabled: bool = True,  # memcached -M turns evictions off
         started: int = 0,
+        evict_slack_bytes: int | None = None,
     ) -> None:
-        self.items: OrderedDict[bytes, Item] = OrderedDict()
+        self.items: dict[bytes, Item] = {}
+        # when full, free this much beyond what the new item needs (default 1/512 of memory):
+        # exact LRU order, evictions amortised over one scan of the dict's front; 0 = exact fill
+        self.evict_slack_bytes = (
+            max_memory_bytes // 512 if evict_slack_bytes is None else evict_slack_bytes
+        )
         self.max_memory_bytes = max_memory_bytes
         self.max_item_bytes = max_item_bytes
         self.evictions_enabled = evictions_enabled
@@ -178,17 +211,28 @@ class CacheState:
         it = self.peek(key, now)
         if it is None:
             return None
-        it.bits |= FETCHED
-        self.items.move_to_end(key)
+        if not it.cb & FETCHED:
+            it.cb |= FETCHED
+        items = self.items
+        del items[key]
+        items[key] = it
         if it.time < now - ITEM_UPDATE_INTERVAL:
             it.time = now
         return it
 
     def bump(self, key: bytes, it: Item, now: int) -> None:
-        it.bits |= FETCHED
-        self.items.move_to_end(key)
+        if not it.cb & FETCHED:
+            it.cb |= FETCHED
+        items = self.items
+        del items[key]
+        items[key] = it
         if it.time < now - ITEM_UPDATE_INTERVAL:
             it.time = now
+
+    def touch_order(self, key: bytes) -> None:
+        """Move ``key`` to the most recent end of the LRU."""
+        items = self.items
+        items[key] = items.pop(key)
 
     # -- mutation ------------------------------------------------------------------------------
     def _unlink(self, key: bytes, it: Item) -> None:
@@ -214,12 +258,8 @@ class CacheState:
         if old is not None:
             self.bytes -= item_cost(key, old.data)
             del items[key]
-        limit = self.max_memory_bytes
-        if self.bytes + cost > limit:
-            if not self.evictions_enabled or cost > limit:
-                return False
-            while self.bytes + cost > limit and items:
-                self._evict_one(now)
+        if self.bytes + cost > self.max_memory_bytes and not self._make_room(cost, now):
+            return False
         self.last_cas += 1
         it.cas = self.last_cas
         items[key] = it
@@ -227,16 +267,29 @@ class CacheState:
         self.total_items += 1
         return True
 
-    def _evict_one(self, now: int) -> None:
-        key, it = self.items.popitem(last=False)
+    def _make_room(self, cost: int, now: int) -> bool:
+        """Evict from the LRU end until ``cost`` more bytes fit (plus the slack)."""
+        limit = self.max_memory_bytes
+        if not self.evictions_enabled or cost > limit:
+            return False
+        target = max(0, limit - cost - self.evict_slack_bytes)
+        items = self.items
+        while self.bytes > target and items:
+            for key in list(islice(items, 64)):  # one scan of the front per 64 victims
+                self._evict(key, items.pop(key), now)
+                if self.bytes <= target:
+                    break
+        return True
+
+    def _evict(self, key: bytes, it: Item, now: int) -> None:
         self.bytes -= item_cost(key, it.data)
         if (it.exptime and it.exptime <= now) or self._flushed(it, now):
             self.reclaimed += 1
-            if not it.bits & FETCHED:
+            if not it.cb & FETCHED:
                 self.expired_unfetched += 1
         else:
             self.evictions += 1
-            if not it.bits & FETCHED:
+            if not it.cb & FETCHED:
                 self.evicted_unfetched += 1
 
     def replace_data(self, key: bytes, it: Item, data: bytes) -> None:
@@ -257,8 +310,9 @@ class CacheState:
 
     def set_memory_limit(self, max_memory_bytes: int, now: int) -> None:
         self.max_memory_bytes = max_memory_bytes
-        while self.bytes > max_memory_bytes and self.items:
-            self._evict_one(now)
+        self.evict_slack_bytes = min(self.evict_slack_bytes, max_memory_bytes // 512)
+        if self.bytes > max_memory_bytes:
+            self._make_room(0, now)
 
     def reap(self, keys: Iterable[bytes], now: int) -> int:
         """Crawler step: drop expired or flushed items among ``keys``; returns how many."""
@@ -272,7 +326,7 @@ class CacheState:
             if (it.exptime and it.exptime <= now) or self._flushed(it, now):
                 self._unlink(key, it)
                 self.crawler_reclaimed += 1
-                if not it.bits & FETCHED:
+                if not it.cb & FETCHED:
                     self.expired_unfetched += 1
                 n += 1
         return n

@@ -17,7 +17,7 @@ T0 = 1_700_000_000
 
 def make(max_memory_bytes: int = 64 << 20, max_item_bytes: int = 1 << 20) -> Engine:
     return Engine(CacheState(max_memory_bytes=max_memory_bytes, max_item_bytes=max_item_bytes,
-                             started=T0 - 100))
+                             started=T0 - 100, evict_slack_bytes=0))
 
 
 def run(engine: Engine, data: bytes, now: int = T0) -> bytes:
@@ -183,3 +183,18 @@ def test_lru_matches_a_model(ops: list[tuple[str, int]], capacity: int) -> None:
             model.pop(key, None)
         assert list(e.state.items) == list(model)
         assert e.state.bytes == cost * len(model)
+
+
+def test_batched_eviction_keeps_the_most_recent_keys() -> None:
+    """Write-only load past the limit (default slack): survivors are exactly the newest keys,
+    like memcached's pure LRU order for such a load, and memory never exceeds the limit."""
+    per_item = item_cost(b"k00000", make_data(0, b"v" * 100))
+    state = CacheState(max_memory_bytes=per_item * 1000, started=T0)
+    e = Engine(state)
+    for i in range(5000):
+        run(e, b"set k%05d 0 0 100 noreply\r\n%s\r\n" % (i, b"v" * 100))
+        assert state.bytes <= state.max_memory_bytes
+    survivors = sorted(state.items)
+    assert survivors == [b"k%05d" % i for i in range(5000 - len(survivors), 5000)]
+    assert 990 <= len(survivors) <= 1000
+    assert state.evictions == 5000 - len(survivors)
