@@ -56,7 +56,7 @@ def count_lines(path: Path) -> int:
 
 
 def wait_quiet(
-    path: Path, expected_lines_hint: int, quiet: float = 1.0, limit: float = 60.0
+    path: Path, quiet: float = 1.0, limit: float = 60.0
 ) -> float:
     """Wait until ``path`` stops growing for ``quiet`` seconds; return when it last grew."""
     start = time.monotonic()
