@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from zlib import crc32
 
 from hastack.cache import proto
 from hastack.cache.mrc import HotKeys, MissRatioCurve
@@ -53,6 +54,7 @@ NOT_FOUND = b"NOT_FOUND\r\n"
 END = b"END\r\n"
 
 _U64 = (1 << 64) - 1
+_MRC_MASK = (1 << 24) - 1  # MissRatioCurve's sampling modulus
 
 # store results
 R_STORED, R_NOT_STORED, R_EXISTS, R_NOT_FOUND, R_NO_MEMORY = range(5)
@@ -83,6 +85,8 @@ class Engine:
         self.mrc = mrc
         self.hotkeys = hotkeys
         self.verbosity = 0
+        self._observing = mrc is not None or hotkeys is not None
+        self._hot_left = hotkeys.sample if hotkeys is not None else 0
         self._dispatch: dict[type, Callable[[Event, int], bytes]] = {
             Get: self._get,  # type: ignore[dict-item]  # each handler takes its own event type
             Store: self._store,  # type: ignore[dict-item]
@@ -101,37 +105,53 @@ class Engine:
         return self._dispatch[type(ev)](ev, now)
 
     # -- get family ----------------------------------------------------------------------------
+    def _observe(self, keys: list[bytes]) -> None:
+        """Feed the MRC sampler and the hot-key sketch (both subsample; this stays cheap)."""
+        mrc = self.mrc
+        if mrc is not None:
+            mrc.accesses += len(keys)
+            threshold = mrc.threshold
+            for key in keys:
+                h = crc32(key) & _MRC_MASK
+                if h < threshold:
+                    mrc._sampled(key, h)
+        hot = self.hotkeys
+        if hot is not None:
+            left = self._hot_left
+            for key in keys:
+                left -= 1
+                if not left:
+                    hot.add_sampled(key)
+                    left = hot.sample
+            self._hot_left = left
+
     def _get(self, ev: Get, now: int) -> bytes:
         st = self.state
+        keys = ev.keys
+        if self._observing:
+            self._observe(keys)
         out: list[bytes] = []
-        mrc = self.mrc
-        hot = self.hotkeys
         if ev.exptime is None:
             fetch = st.fetch
-            for key in ev.keys:
-                if mrc is not None:
-                    mrc.access(key)
-                if hot is not None:
-                    hot.add(key)
+            append = out.append
+            hits = 0
+            for key in keys:
                 it = fetch(key, now)
                 if it is None:
-                    st.get_misses += 1
                     continue
-                st.get_hits += 1
+                hits += 1
                 if ev.with_cas:
                     d = it.data
                     i = d.index(b"\r")
-                    out.append(b"VALUE " + key + d[:i] + b" %d" % it.cas + d[i:])
+                    append(b"VALUE " + key + d[:i] + b" %d" % it.cas + d[i:])
                 else:
-                    out.append(b"VALUE " + key + it.data)
-            st.cmd_get += len(ev.keys)
+                    append(b"VALUE " + key + it.data)
+            st.cmd_get += len(keys)
+            st.get_hits += hits
+            st.get_misses += len(keys) - hits
         else:
             exptime = st.realtime(ev.exptime, now)
-            for key in ev.keys:
-                if mrc is not None:
-                    mrc.access(key)
-                if hot is not None:
-                    hot.add(key)
+            for key in keys:
                 it = st.fetch(key, now)
                 st.cmd_touch += 1
                 if it is None:
@@ -369,10 +389,8 @@ class Engine:
         st = self.state
         f = ev.flags
         key = ev.key
-        if self.mrc is not None:
-            self.mrc.access(key)
-        if self.hotkeys is not None:
-            self.hotkeys.add(key)
+        if self._observing:
+            self._observe([key])
         it = st.peek(key, now)
         created = False
         if it is None and f.vivify_ttl is not None:

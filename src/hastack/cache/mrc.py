@@ -184,33 +184,61 @@ def _default_sizes(keys_estimate: float, points: int = 24) -> list[float]:
 
 
 class HotKeys:
-    """Space-Saving top-k over a 1-in-``sample`` subsample of accesses. ``capacity`` counters."""
+    """Space-Saving top-k over a 1-in-``sample`` subsample of accesses. ``capacity`` counters.
+
+    Counters live in a stream-summary (count -> keys with that count, plus the minimum count),
+    so a new key replaces a minimum counter in O(1) instead of scanning all ``capacity``.
+    """
 
     def __init__(self, capacity: int = 128, sample: int = 8) -> None:
+        if capacity < 1 or sample < 1:
+            raise ValueError("capacity and sample must be positive")
         self.capacity = capacity
         self.sample = sample
         self.counts: dict[bytes, int] = {}
         self.errors: dict[bytes, int] = {}
+        self._buckets: dict[int, set[bytes]] = {}
+        self._min = 0
         self._n = 0
 
     def add(self, key: bytes) -> None:
         self._n += 1
         if self._n % self.sample:
             return
+        self.add_sampled(key)
+
+    def add_sampled(self, key: bytes) -> None:
+        """Count one access already chosen by the 1-in-``sample`` subsampling."""
         counts = self.counts
+        buckets = self._buckets
         c = counts.get(key)
         if c is not None:
+            bucket = buckets[c]
+            bucket.discard(key)
+            if not bucket:
+                del buckets[c]
+                if c == self._min:
+                    self._min = c + 1
             counts[key] = c + 1
+            buckets.setdefault(c + 1, set()).add(key)
             return
         if len(counts) < self.capacity:
             counts[key] = 1
             self.errors[key] = 0
+            buckets.setdefault(1, set()).add(key)
+            self._min = 1
             return
-        victim = min(counts, key=counts.__getitem__)
-        floor = counts.pop(victim)
+        floor = self._min
+        bucket = buckets[floor]
+        victim = bucket.pop()
+        if not bucket:
+            del buckets[floor]
+            self._min = floor + 1
+        del counts[victim]
         self.errors.pop(victim, None)
         counts[key] = floor + 1
         self.errors[key] = floor
+        buckets.setdefault(floor + 1, set()).add(key)
 
     def top(self, k: int = 10) -> list[tuple[bytes, int, int]]:
         """(key, estimated count, max overestimate), most frequent first; counts scaled up."""

@@ -64,6 +64,8 @@ def _c_number(tok: bytes) -> tuple[bool, int, int] | None:
 
 def strtoull(tok: bytes) -> int | None:
     """memcached ``safe_strtoull``: u64, '-' only allowed if the result is "positive"."""
+    if len(tok) < 10 and tok.isdigit():
+        return int(tok)  # the common case: plain digits, no sign, no overflow
     r = _c_number(tok)
     if r is None:
         return None
@@ -78,12 +80,16 @@ def strtoull(tok: bytes) -> int | None:
 
 def strtoul32(tok: bytes) -> int | None:
     """memcached ``safe_strtoul`` into a uint32_t (client flags): parsed as u64, truncated."""
+    if len(tok) < 10 and tok.isdigit():
+        return int(tok)  # the common case: plain digits, no sign, no overflow
     value = strtoull(tok)
     return None if value is None else value & 0xFFFFFFFF
 
 
 def strtol32(tok: bytes) -> int | None:
     """memcached ``safe_strtol``: parsed as a 64-bit long, stored into an int32_t (truncates)."""
+    if len(tok) < 10 and tok.isdigit():
+        return int(tok)  # the common case: plain digits, no sign, no overflow
     r = _c_number(tok)
     if r is None:
         return None

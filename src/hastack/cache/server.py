@@ -82,7 +82,7 @@ class CacheProtocol(ConnectionProtocol):
         cfg = service.cfg
         self._codec = ServerCodec(max_value_bytes=cfg.max_item_bytes)
         self._paused = False
-        self.last_active = time.monotonic()
+        self.last_active = service.clock()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -107,6 +107,7 @@ class CacheProtocol(ConnectionProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._svc.bytes_read += len(data)
+        self.last_active = self._svc.now
         self._codec.receive_data(data)
         self._run()
 
@@ -117,11 +118,9 @@ class CacheProtocol(ConnectionProtocol):
         transport = self.transport
         if transport is None or self._paused:
             return
-        svc = self._svc
         codec = self._codec
-        execute = self._engine.execute
-        now = int(time.time())
-        self.last_active = time.monotonic()
+        dispatch = self._engine._dispatch
+        now = self._svc.clock()
         out: list[bytes] = []
         size = 0
         while True:
@@ -129,7 +128,7 @@ class CacheProtocol(ConnectionProtocol):
                 ev = codec.next_event()
                 if ev is None:
                     break
-                reply = execute(ev, now)
+                reply = dispatch[type(ev)](ev, now)
             except ProtocolError as err:
                 if err.reply:
                     out.append(err.reply)
@@ -153,8 +152,6 @@ class CacheProtocol(ConnectionProtocol):
                         return  # the rest stays in the codec until resume_writing
         if out:
             self._write(out)
-        if codec.buffered > svc.cfg.max_item_bytes + proto.MULTIGET_LINE_MAX_BYTES:
-            transport.close()  # cannot happen with the codec's own limits; belt and braces
 
     def _write(self, out: list[bytes]) -> None:
         if not out or self.transport is None:
@@ -198,10 +195,18 @@ class CacheService(Service):
         if not config.flush_enabled:
             self.engine._dispatch[proto.FlushAll] = self._flush_refused  # type: ignore[assignment]
         self.conns: set[CacheProtocol] = set()
+        self.now = int(time.time())  # one shared int per second: items stamped alike share it
         self.bytes_read = 0
         self.bytes_written = 0
         self.listener: TcpListener | None = None
         self._register_stats()
+
+    def clock(self) -> int:
+        """Unix time in whole seconds (memcached's current_time is per second too)."""
+        t = int(time.time())
+        if t != self.now:
+            self.now = t
+        return self.now
 
     @staticmethod
     def _flush_refused(ev: proto.FlushAll, now: int) -> bytes:
@@ -233,7 +238,7 @@ class CacheService(Service):
         timeout = self.cfg.idle_timeout
         while True:
             await asyncio.sleep(min(timeout / 2, 1.0))
-            limit = time.monotonic() - timeout
+            limit = self.clock() - timeout
             for conn in list(self.conns):
                 if conn.last_active < limit and conn.transport is not None:
                     conn.transport.close()

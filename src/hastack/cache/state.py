@@ -190,15 +190,17 @@ class CacheState:
         it = self.items.get(key)
         if it is None:
             return None
-        if self._flushed(it, now):
-            self.get_flushed += 1
-            self._unlink(key, it)
-            return None
-        if it.exptime and it.exptime <= now:
-            self.get_expired += 1
-            self._unlink(key, it)
+        if (it.exptime and it.exptime <= now) or (self.oldest_live and self._flushed(it, now)):
+            self._drop_dead(key, it, now)
             return None
         return it
+
+    def _drop_dead(self, key: bytes, it: Item, now: int) -> None:
+        if self._flushed(it, now):
+            self.get_flushed += 1
+        else:
+            self.get_expired += 1
+        self._unlink(key, it)
 
     def _flushed(self, it: Item, now: int) -> bool:
         ol = self.oldest_live
@@ -207,15 +209,18 @@ class CacheState:
         return it.time <= ol or (self.oldest_cas != 0 and it.cas < self.oldest_cas)
 
     def fetch(self, key: bytes, now: int) -> Item | None:
-        """A get: ``peek`` then mark fetched and bump in the LRU."""
-        it = self.peek(key, now)
+        """A get: ``peek`` then mark fetched and bump in the LRU. (The hot path: inlined.)"""
+        items = self.items
+        it = items.get(key)
         if it is None:
             return None
-        if not it.cb & FETCHED:
-            it.cb |= FETCHED
-        items = self.items
+        if (it.exptime and it.exptime <= now) or (self.oldest_live and self._flushed(it, now)):
+            self._drop_dead(key, it, now)
+            return None
         del items[key]
         items[key] = it
+        if not it.cb & FETCHED:
+            it.cb |= FETCHED
         if it.time < now - ITEM_UPDATE_INTERVAL:
             it.time = now
         return it

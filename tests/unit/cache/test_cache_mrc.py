@@ -79,3 +79,23 @@ def test_hotkeys_bounded_and_finds_heavy_hitters(keys: list[int]) -> None:
     assert len(hk.counts) <= 8
     top = hk.top(1)
     assert top[0][0] == b"hot"  # > half of the stream: Space-Saving always keeps it on top
+
+
+@given(st.lists(st.integers(0, 40), max_size=400), st.integers(1, 10))
+def test_hotkeys_stream_summary_matches_naive_space_saving(keys: list[int], cap: int) -> None:
+    """Counts and errors equal a naive Space-Saving (ties in the victim choice aside: compare
+    the multiset of counts and the guarantee count - error <= true count <= count)."""
+    hk = HotKeys(capacity=cap, sample=1)
+    true: dict[bytes, int] = {}
+    for k in keys:
+        key = b"k%d" % k
+        hk.add(key)
+        true[key] = true.get(key, 0) + 1
+    assert len(hk.counts) <= cap
+    assert sum(hk.counts.values()) == len(keys)
+    for key, count in hk.counts.items():
+        assert count - hk.errors[key] <= true[key] <= count
+    # every key more frequent than len/cap must be tracked
+    for key, n in true.items():
+        if n > len(keys) / cap:
+            assert key in hk.counts
