@@ -78,9 +78,11 @@ class Engine:
         settings: list[tuple[str, object]] | None = None,
         mrc: MissRatioCurve | None = None,
         hotkeys: HotKeys | None = None,
+        conns_stats: ServerStats | None = None,
     ) -> None:
         self.state = state
         self.server_stats = server_stats or (lambda: [])
+        self.conns_stats = conns_stats or (lambda: [])
         self.settings = settings or []
         self.mrc = mrc
         self.hotkeys = hotkeys
@@ -631,7 +633,7 @@ class Engine:
         if sub == b"sizes":
             return _stat_lines([("sizes_status", "disabled")])
         if sub == b"conns":
-            return _stat_lines([])
+            return _stat_lines(self.conns_stats())
         if sub == b"detail":
             if len(args) < 2 or args[1] not in (b"on", b"off", b"dump"):
                 return proto.STATS_DETAIL_USAGE

@@ -74,7 +74,7 @@ def _getter(obj: object, name: str) -> Callable[[], int]:
 
 
 class CacheProtocol(ConnectionProtocol):
-    __slots__ = ("_codec", "_engine", "_paused", "_svc", "last_active")
+    __slots__ = ("_codec", "_engine", "_paused", "_svc", "fd", "last_active")
 
     def __init__(self, service: CacheService) -> None:
         self._svc = service
@@ -82,10 +82,13 @@ class CacheProtocol(ConnectionProtocol):
         cfg = service.cfg
         self._codec = ServerCodec(max_value_bytes=cfg.max_item_bytes)
         self._paused = False
+        self.fd = -1
         self.last_active = service.clock()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
         high = self._svc.cfg.max_write_buffer_bytes
         transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
         self._svc.conns.add(self)
@@ -191,6 +194,7 @@ class CacheService(Service):
             settings=self._settings(),
             mrc=self.mrc,
             hotkeys=self.hotkeys,
+            conns_stats=self._conns_stats,
         )
         if not config.flush_enabled:
             self.engine._dispatch[proto.FlushAll] = self._flush_refused  # type: ignore[assignment]
@@ -301,6 +305,26 @@ class CacheService(Service):
             ("accepting_conns", 1 if lst is not None and lst.accepting else 0),
             ("listen_disabled_num", counters.get("listen_disabled_num", 0)),
         ]
+
+    def _conns_stats(self) -> list[tuple[str, object]]:
+        """memcached's ``stats conns``: one block per connection, keyed by its fd."""
+        lines: list[tuple[str, object]] = []
+        now = self.clock()
+        if self.listener is not None:
+            fd = -1
+            lines.append((f"{fd}:addr", f"tcp:{self.listener.address}"))
+            lines.append((f"{fd}:state", "conn_listening"))
+        for conn in sorted(self.conns, key=lambda c: c.fd):
+            t = conn.transport
+            peer = t.get_extra_info("peername") if t is not None else None
+            sock = t.get_extra_info("sockname") if t is not None else None
+            if peer is None or sock is None:
+                continue
+            lines.append((f"{conn.fd}:addr", f"tcp:{peer[0]}:{peer[1]}"))
+            lines.append((f"{conn.fd}:listen_addr", f"tcp:{sock[0]}:{sock[1]}"))
+            lines.append((f"{conn.fd}:state", "conn_mwrite" if conn._paused else "conn_waiting"))
+            lines.append((f"{conn.fd}:secs_since_last_cmd", now - conn.last_active))
+        return lines
 
     def _register_stats(self) -> None:
         st = self.state

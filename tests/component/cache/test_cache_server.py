@@ -121,3 +121,17 @@ async def test_expiry_crawler_reclaims_memory() -> None:
             await asyncio.sleep(0.05)
         assert list(svc.state.items) == [b"kept"]
         assert svc.state.crawler_reclaimed == 1
+
+
+async def test_idle_timeout_and_stats_conns() -> None:
+    async with running_service(CacheService, config(idle_timeout=1.0)) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"stats conns\r\n")
+        conns = await asyncio.wait_for(reader.readuntil(b"END\r\n"), 10)
+        assert b":state conn_listening\r\n" in conns
+        assert b":addr tcp:127.0.0.1:" in conns and b":secs_since_last_cmd " in conns
+        # then stay silent: the server closes the idle connection (memcached -o idle_timeout)
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        writer.close()
