@@ -55,9 +55,7 @@ def count_lines(path: Path) -> int:
     return n
 
 
-def wait_quiet(
-    path: Path, quiet: float = 1.0, limit: float = 60.0
-) -> float:
+def wait_quiet(path: Path, quiet: float = 1.0, limit: float = 60.0) -> float:
     """Wait until ``path`` stops growing for ``quiet`` seconds; return when it last grew."""
     start = time.monotonic()
     last_size, last_change = -1, time.monotonic()
@@ -134,11 +132,14 @@ def start_rsyslog() -> Iterator[Handle]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def tcp_workload(n: int, batch: int):  # type: ignore[no-untyped-def]
+def tcp_workload(n: int, batch: int, octet: bool = False):  # type: ignore[no-untyped-def]
     def run(h: Handle) -> dict[str, float]:
         h.runs += 1
-        program = f"tcp{h.runs}".encode()
-        msgs = [message(program, i) + b"\n" for i in range(n)]
+        program = f"tcp{'oc' if octet else ''}{h.runs}".encode()
+        if octet:
+            msgs = [b"%d %b" % (len(m), m) for m in (message(program, i) for i in range(n))]
+        else:
+            msgs = [message(program, i) + b"\n" for i in range(n)]
         chunks = [b"".join(msgs[i : i + batch]) for i in range(0, n, batch)]
         path: Path = h.file_for(program.decode())  # type: ignore[operator]
         cpu0 = cpu_seconds(h.pid)
@@ -219,6 +220,7 @@ def main() -> int:
     groups = {}
     scenarios = [
         ("TCP LF, 1 conn, 64 msgs/send", tcp_workload(int(500_000 * scale), 64)),
+        ("TCP octet-counted, 1 conn", tcp_workload(int(500_000 * scale), 64, octet=True)),
         ("UDP paced 20k/s", udp_workload(20_000, 5.0 * scale)),
         ("UDP paced 50k/s", udp_workload(50_000, 4.0 * scale)),
         ("UDP unpaced", udp_workload(0, 0.0, count=int(200_000 * scale))),

@@ -572,6 +572,30 @@ class TcpFramer:
             return out
         self._buf = b""
         self.printable = False
+        if mode == self.OCTET and not self._discard and buf:
+            # Fast path: well-formed "LEN SP MSG" frames in a tight loop; anything else
+            # (a partial or oversized frame, a stray trailer) from there on by _general.
+            self.printable = buf.isascii() and len(buf.translate(None, _CTL_DELETE)) == len(buf)
+            limit = self.max_message_bytes
+            find = buf.find
+            n = len(buf)
+            pos = 0
+            while pos < n and 0x31 <= buf[pos] <= 0x39:
+                sp = find(b" ", pos, pos + 11)
+                if sp < 0:
+                    break
+                digits = buf[pos:sp]
+                if not digits.isdigit():
+                    break
+                start = sp + 1
+                end = start + int(digits)
+                if end > n or end - start > limit:
+                    break
+                out.append((buf[start:end], False))
+                pos = end
+            if pos < n:
+                out.extend(self._general(buf[pos:]))
+            return out
         out.extend(self._general(buf))
         return out
 

@@ -338,3 +338,21 @@ def test_framer_printable_flag_is_honest(data: st.DataObject, msgs: list[bytes])
             if f.printable and not truncated:
                 assert frame.isascii() and all(32 <= b < 127 for b in frame)
                 assert fast_line(frame, b"h", b"m", True) == fast_line(frame, b"h", b"m")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.lists(fast_messages, min_size=1, max_size=5), st.sampled_from([b"", b"\n"]))
+def test_octet_framer_printable_flag_is_honest(
+    data: st.DataObject, msgs: list[bytes], sep: bytes
+) -> None:
+    stream = b"".join(frame_octet_counted(m) + sep for m in msgs)
+    f = TcpFramer(480)
+    got = []
+    for chunk in data.draw(split_points(stream)):
+        for frame, truncated in f.feed(chunk):
+            got.append(frame)
+            if f.printable and not truncated:
+                assert frame.isascii() and all(32 <= b < 127 for b in frame)
+    got += [fr for fr, _ in f.close()]
+    if all(len(m) <= 480 for m in msgs):
+        assert got == msgs
