@@ -378,8 +378,31 @@ class ServerCodec:
         self._pending_size = 0
         self._pending_noreply = False
         self._pending_meta = False
+        # Holding: while no progress is possible (a data block still incomplete, a line without
+        # its newline) received pieces are only collected, and joined once, when enough has
+        # arrived. A value sent one byte at a time then costs O(n), not O(n^2) copying.
+        self._parts: list[bytes] = []
+        self._parts_len = 0
+        self._need = 0  # > 0: bytes needed in the buffer; -1: waiting for a newline
+        self._long_line_ok = False  # the pending long line was checked: it is a multiget
 
     def receive_data(self, data: bytes) -> None:
+        if self._need:
+            self._parts.append(data)
+            self._parts_len += len(data)
+            total = len(self._buf) - self._pos + self._parts_len
+            if self._need > 0:
+                if total < self._need:
+                    return
+            elif b"\n" not in data and (
+                total <= self.max_line_bytes
+                or (self._long_line_ok and total <= self.max_multiget_line_bytes)
+            ):
+                return
+            data = b"".join(self._parts)
+            self._parts = []
+            self._parts_len = 0
+            self._need = 0
         if self._pos:
             self._buf = self._buf[self._pos :] + data
             self._pos = 0
@@ -390,7 +413,7 @@ class ServerCodec:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._parts_len
 
     def next_event(self) -> Event | None:
         """Next complete command, or None when more bytes are needed."""
@@ -409,7 +432,9 @@ class ServerCodec:
             nl = buf.find(b"\n", pos)
             if nl < 0:
                 self._check_long_line()
+                self._need = -1
                 return None
+            self._long_line_ok = False
             self._pos = nl + 1
             end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
             line = buf[pos:end]
@@ -432,10 +457,12 @@ class ServerCodec:
                 "multiget line too long", b"SERVER_ERROR out of memory reading request\r\n",
                 fatal=True,
             )
+        self._long_line_ok = True
 
     def _read_block(self) -> Event | None:
         size = self._pending_size
         if len(self._buf) - self._pos < size + 2:
+            self._need = size + 2
             return None
         ev = self._pending
         self._pending = None

@@ -265,3 +265,28 @@ def test_reply_parser_round_trip(values: list[tuple[bytes, bytes, int]], cuts: l
     assert isinstance(tail[1], MetaReply) and tail[1].data == b"hi" and tail[1].flags == [b"c5"]
     assert isinstance(tail[2], MetaReply) and tail[2].code == b"HD"
     assert isinstance(tail[3], Line) and tail[3].line == b"STORED"
+
+
+def test_trickled_value_is_joined_once() -> None:
+    """A 100 kB value sent 10 bytes at a time is collected, not re-copied per piece."""
+    codec = ServerCodec()
+    value = bytes(range(256)) * 400
+    codec.receive_data(b"set k 0 0 %d\r\n" % len(value))
+    assert codec.next_event() is None
+    held = codec._buf
+    wire = value + b"\r\n"
+    for i in range(0, len(wire) - 10, 10):
+        codec.receive_data(wire[i : i + 10])
+        assert codec._buf is held  # pieces are only collected while the block is incomplete
+    codec.receive_data(wire[len(wire) - (len(wire) - 1) % 10 - 1 :])
+    ev = codec.next_event()
+    assert isinstance(ev, Store) and ev.data == value
+
+
+def test_trickled_line_waits_for_newline() -> None:
+    codec = ServerCodec()
+    line = b"get " + b" ".join(b"key%d" % i for i in range(600)) + b"\r\n"
+    for i in range(0, len(line), 7):
+        codec.receive_data(line[i : i + 7])
+        ev = codec.next_event()
+    assert isinstance(ev, Get) and len(ev.keys) == 600
