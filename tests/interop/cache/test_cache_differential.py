@@ -23,7 +23,9 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.peer
 
-SENTINEL = b"mg __end__ k O7777\r\n"
+# Two empty lines (each answered ERROR) absorb the byte a data block announced one too long may
+# still need, so the sentinel's own reply always arrives and no test waits on a timeout.
+SENTINEL = b"\r\n\r\nmg __end__ k O7777\r\n"
 SENTINEL_REPLY = b"EN k__end__ O7777\r\n"
 
 
@@ -64,10 +66,9 @@ def _read_until(s: socket.socket, out: bytes, end: bytes) -> bytes:
 
 
 def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, dict[str, int] | None]:
-    """Send ``data`` + a sentinel; read until the sentinel's reply, EOF, or a quiet second.
+    """Send ``data`` + the sentinel; read until the sentinel's reply or EOF (after ``quit``).
 
-    Returns the normalised replies and the counters moved by ``data`` (None when the stream
-    was left desynchronised on purpose, e.g. a data block swallowed the sentinel)."""
+    Returns the normalised replies and the counters moved by ``data`` (None after EOF)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(b"flush_all\r\nset __base 0 0 1\r\nx\r\ngets __base\r\n")
         head = _read_until(s, b"", b"END\r\n")
@@ -79,7 +80,7 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, dict[
         s.sendall(data + SENTINEL)
         out = b""
         deadline = time.monotonic() + timeout
-        s.settimeout(1.0)
+        s.settimeout(timeout)
         synced = False
         while True:
             if out.endswith(SENTINEL_REPLY):
@@ -88,7 +89,7 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, dict[
             try:
                 chunk = s.recv(65536)
             except TimeoutError:
-                break  # desynchronised on purpose (e.g. a data block swallowed the sentinel)
+                break  # the sentinel was swallowed: compared as is, without counters
             if not chunk:
                 out += b"<EOF>"
                 break
@@ -266,7 +267,7 @@ def meta(draw: st.DrawFn) -> bytes:
 COMMANDS = st.one_of(storage(), simple(), meta())
 
 
-@settings(max_examples=150)
+@settings(max_examples=300)
 @given(st.lists(COMMANDS, min_size=1, max_size=12))
 def test_generated_sequences(memcached_port: int, hastack_cache, cmds: list[bytes]) -> None:  # type: ignore[no-untyped-def]
     expected, got = both(memcached_port, hastack_cache.port, b"".join(cmds))
