@@ -75,6 +75,8 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, dict[
         m = re.search(rb"VALUE __base 0 1 (\d+)", head)
         assert m is not None, head
         base = int(m.group(1))
+        # "$CAS+n" in a sequence means "the CAS value of the n-th store after this point"
+        data = re.sub(rb"\$CAS\+(\d+)", lambda c: b"%d" % (base + int(c.group(1))), data)
         s.sendall(b"delete __base\r\nstats reset\r\n")
         _read_until(s, b"", b"RESET\r\n")
         s.sendall(data + SENTINEL)
@@ -189,6 +191,8 @@ HAND_WRITTEN = [
     b"ms a 2 ME\r\nhi\r\nms a 2 ME\r\nhi\r\nms a 2 MA\r\n!!\r\nms a 2 MP\r\n<<\r\n"
     b"ms z 1 MA\r\nx\r\n"
     b"ms a 1 MR F3\r\nr\r\nms q 1 MR\r\nr\r\nmg a v f\r\nms a 1 C1\r\nx\r\nms q 1 C1\r\nx\r\n",
+    b"set c 0 0 1\r\nx\r\ngets c\r\ncas c 0 0 1 $CAS+1\r\ny\r\ncas c 0 0 1 $CAS+1\r\nz\r\n"
+    b"ms c 1 C$CAS+2 c\r\nw\r\nmd c C$CAS+3 q\r\nmg c v\r\n",
     b"set a 0 0 1\r\nx\r\nmg a T100 v t\r\nmg a u v\r\nma a\r\nset n 0 0 1\r\n5\r\n"
     b"ma n v MI D10\r\nma n M- D3 v c\r\nma n C1 v\r\nmd n C1\r\n",
     b"get a\x00junk\r\nset k\x01\t 0 0 1\r\nx\r\nget k\x01\t\r\n",
@@ -216,7 +220,8 @@ def storage(draw: st.DrawFn) -> bytes:
     parts = [cmd, key, draw(NUMS), draw(st.sampled_from([b"0", b"-1", b"1000", b"x"])),
              b"%d" % size]
     if cmd == b"cas":
-        parts.append(draw(st.sampled_from([b"0", b"1", b"99999999", b"x"])))
+        parts.append(draw(st.sampled_from([b"0", b"99999999", b"x", b"$CAS+1", b"$CAS+2",
+                                           b"$CAS+3"])))
     if draw(st.booleans()):
         parts.append(b"noreply")
     return b" ".join(parts) + b"\r\n" + value + b"\r\n"
@@ -248,7 +253,8 @@ def simple(draw: st.DrawFn) -> bytes:
 
 META_FLAGS = st.sampled_from([b"v", b"k", b"c", b"f", b"s", b"q", b"O12", b"T100", b"T-1",
                               b"N100", b"R200", b"I", b"h", b"u", b"MA", b"ME", b"MP", b"MR",
-                              b"MS", b"MD", b"MI", b"D5", b"J7", b"F9", b"C1", b"b", b"zz", b"t"])
+                              b"MS", b"MD", b"MI", b"D5", b"J7", b"F9", b"C1", b"b", b"zz", b"t",
+                              b"C$CAS+1", b"C$CAS+2", b"N0", b"R2000", b"l", b"P", b"L"])
 
 
 @st.composite
