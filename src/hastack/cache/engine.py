@@ -167,6 +167,8 @@ class Engine:
                     out.append(b"VALUE " + key + d[:i] + b" %d" % it.cas + d[i:])
                 else:
                     out.append(b"VALUE " + key + it.data)
+        if ev.error:
+            return ev.error  # memcached discards the values it had gathered
         out.append(END)
         return b"".join(out)
 

@@ -112,14 +112,20 @@ class Event:
 
 
 class Get(Event):
-    """get/gets/gat/gats. ``exptime`` is None for get/gets."""
+    """get/gets/gat/gats. ``exptime`` is None for get/gets.
 
-    __slots__ = ("exptime", "keys", "with_cas")
+    ``error``: a key was over 250 bytes. memcached has already looked up (and counted) the
+    keys before it when it notices, then answers only the error; ``keys`` are those keys."""
 
-    def __init__(self, keys: list[bytes], with_cas: bool, exptime: int | None = None) -> None:
+    __slots__ = ("error", "exptime", "keys", "with_cas")
+
+    def __init__(
+        self, keys: list[bytes], with_cas: bool, exptime: int | None = None, error: bytes = b""
+    ) -> None:
         self.keys = keys
         self.with_cas = with_cas
         self.exptime = exptime
+        self.error = error
 
 
 class Store(Event):
@@ -513,9 +519,9 @@ class ServerCodec:
             if n < 2:
                 raise _error(ERROR)
             keys = tokens[1:]
-            for k in keys:
+            for i, k in enumerate(keys):
                 if len(k) > self.max_key_bytes:
-                    raise _error(BAD_FORMAT)
+                    return Get(keys[:i], cmd == b"gets", None, BAD_FORMAT)
             return Get(keys, cmd == b"gets")
         mode = STORE_COMMANDS.get(cmd)
         if mode is not None:
@@ -551,9 +557,9 @@ class ServerCodec:
             if exptime is None:
                 raise _error(BAD_EXPTIME)
             keys = tokens[2:]
-            for k in keys:
+            for i, k in enumerate(keys):
                 if len(k) > self.max_key_bytes:
-                    raise _error(BAD_FORMAT)
+                    return Get(keys[:i], cmd == b"gats", exptime, BAD_FORMAT)
             return Get(keys, cmd == b"gats", exptime)
         if cmd == b"stats":
             return Stats(tokens[1:])

@@ -196,6 +196,15 @@ HAND_WRITTEN = [
     b"set a 0 0 1\r\nx\r\nmg a T100 v t\r\nmg a u v\r\nma a\r\nset n 0 0 1\r\n5\r\n"
     b"ma n v MI D10\r\nma n M- D3 v c\r\nma n C1 v\r\nmd n C1\r\n",
     b"get a\x00junk\r\nset k\x01\t 0 0 1\r\nx\r\nget k\x01\t\r\n",
+    b"get " + b" ".join(b"k%d" % (i % 3) for i in range(30)) + b" " + b"z" * 251 + b"\r\n",
+    b"set k1 0 0 1\r\nx\r\ngets " + b" ".join(b"k%d" % (i % 3) for i in range(40)) + b"\r\n"
+    b"gat 100 " + b" ".join(b"k%d" % (i % 3) for i in range(30)) + b"\r\n",
+    b"set n 0 0 5\r\n1 2 3\r\nincr n 1\r\nset m 0 0 3\r\n1\x002\r\nincr m 1\r\n"
+    b"set z 0 0 2\r\n-5\r\nincr z 1\r\nset y 0 0 2\r\n-0\r\nincr y 2\r\n",
+    b"set s 0 0 3\r\nabc\r\nappend s 0 0 1048570\r\n" + b"x" * 1048570 + b"\r\nget s\r\n",
+    b"ma cnt N0 J18446744073709551615 v\r\nma cnt v\r\nma cnt D18446744073709551616\r\n",
+    b"ms k 2 F4294967296 T0\r\nhi\r\nmg k f v\r\nms k 2 F-1\r\nhi\r\nms k 2 T\r\nhi\r\n",
+    b"set t1 0 2592000 1\r\nx\r\nmg t1 t\r\nset t2 0 2592001 1\r\nx\r\nget t2\r\n",
     b"quit\r\nget a\r\n",
 ]
 
