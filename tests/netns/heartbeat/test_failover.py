@@ -7,6 +7,7 @@ shared; the point is correctness (one holder, the client follows), speed is in b
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import pytest
@@ -119,4 +120,36 @@ def test_partition_with_carrier_up_minority_master_steps_down(cluster: HaCluster
     c.bed.unblock("n1")
     c.wait_served_by("n1", since=time.time())
     c.wait_master("n1")
+    assert c.max_concurrent_holders(since=t0) == 1
+
+
+def _isolate(c: HaCluster, host: str, on: bool) -> None:
+    # isolated bridge ports cannot talk to each other, but still to every other port
+    subprocess.run(
+        ["ip", "netns", "exec", c.bed.switch, "bridge", "link", "set", "dev", c.bed.port(host),
+         "isolated", "on" if on else "off"],
+        check=True, capture_output=True, timeout=10,
+    )
+
+
+def test_ping_target_lost_gives_the_address_up(cluster: HaCluster) -> None:
+    """ipfail: n1 can no longer reach its ping target (the client) but still its peers."""
+    c = cluster
+    c.extra = (
+        f'ping_targets = ["{c.bed.ip("client")}"]\n'
+        "ping_interval = 0.1\nping_dead_timeout = 0.5\n"
+    )
+    t0 = bring_up(c)
+    try:
+        t_fault = time.time()
+        _isolate(c, "n1", True)
+        _isolate(c, "client", True)
+        c.wait_for(lambda: c.holders() == ["n2"], 10, "n2 to take over")
+        c.wait_served_by("n2", since=t_fault)
+        st = c.ha_status("n1")
+        assert st["state"] == "fault" and st["faults"] == ["ping"]
+    finally:
+        _isolate(c, "n1", False)
+        _isolate(c, "client", False)
+    c.wait_served_by("n1", since=time.time())  # reachable again: auto_failback
     assert c.max_concurrent_holders(since=t0) == 1
