@@ -75,7 +75,7 @@ class Engine:
         state: CacheState,
         *,
         server_stats: ServerStats | None = None,
-        settings: list[tuple[str, object]] | None = None,
+        settings: ServerStats | None = None,
         mrc: MissRatioCurve | None = None,
         hotkeys: HotKeys | None = None,
         conns_stats: ServerStats | None = None,
@@ -83,7 +83,7 @@ class Engine:
         self.state = state
         self.server_stats = server_stats or (lambda: [])
         self.conns_stats = conns_stats or (lambda: [])
-        self.settings = settings or []
+        self.settings = settings or (lambda: [])
         self.mrc = mrc
         self.hotkeys = hotkeys
         self.verbosity = 0
@@ -353,6 +353,8 @@ class Engine:
             raise Quit
         if ev.name == "cache_memlimit":
             self.state.set_memory_limit(max(ev.arg, 8) * 1024 * 1024, now)
+        elif ev.name == "verbosity":
+            self.verbosity = min(ev.arg, 2)  # memcached: MAX_VERBOSITY_LEVEL
         return b"" if ev.noreply else b"OK\r\n"
 
     # -- meta ------------------------------------------------------------------------------------
@@ -627,7 +629,7 @@ class Engine:
             self.state.reset_counters()
             return b"RESET\r\n"
         if sub == b"settings":
-            return _stat_lines(self.settings)
+            return _stat_lines(self.settings())
         if sub == b"items":
             return _stat_lines(self.items_stats(now))
         if sub == b"slabs":
@@ -791,13 +793,19 @@ class Engine:
         ]
 
     def slabs_stats(self) -> list[tuple[str, object]]:
+        """One pseudo slab class holding every item (there are no slab classes here)."""
         st = self.state
         lines: list[tuple[str, object]] = []
-        if st.items:
+        n = len(st.items)
+        if n:
             lines += [
-                ("1:chunk_size", 0),
-                ("1:used_chunks", len(st.items)),
-                ("1:mem_requested", st.bytes),
+                ("1:chunk_size", st.bytes // n),
+                ("1:chunks_per_page", 0),
+                ("1:total_pages", 0),
+                ("1:total_chunks", n),
+                ("1:used_chunks", n),
+                ("1:free_chunks", 0),
+                ("1:free_chunks_end", 0),
                 ("1:get_hits", st.get_hits),
                 ("1:cmd_set", st.cmd_set),
                 ("1:delete_hits", st.delete_hits),
@@ -807,7 +815,7 @@ class Engine:
                 ("1:cas_badval", st.cas_badval),
                 ("1:touch_hits", st.touch_hits),
             ]
-        lines += [("active_slabs", 1 if st.items else 0), ("total_malloced", st.bytes)]
+        lines += [("active_slabs", 1 if n else 0), ("total_malloced", st.bytes)]
         return lines
 
 

@@ -582,9 +582,10 @@ class ServerCodec:
             if n not in (2, 3):
                 raise _error(ERROR)
             noreply = tokens[-1] == b"noreply"
-            if strtoul32(tokens[1]) is None:
+            level = strtoul32(tokens[1])
+            if level is None:
                 raise _noreply_error(BAD_FORMAT, noreply)
-            return Simple("verbosity", noreply)
+            return Simple("verbosity", noreply, level)
         if cmd == b"cache_memlimit":
             if n not in (2, 3):
                 raise _error(ERROR)

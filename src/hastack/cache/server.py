@@ -191,7 +191,7 @@ class CacheService(Service):
         self.engine = Engine(
             self.state,
             server_stats=self._server_stats,
-            settings=self._settings(),
+            settings=self._settings,
             mrc=self.mrc,
             hotkeys=self.hotkeys,
             conns_stats=self._conns_stats,
@@ -248,15 +248,20 @@ class CacheService(Service):
                     conn.transport.close()
 
     def _settings(self) -> list[tuple[str, object]]:
+        """``stats settings`` in memcached 1.6.18's order; extstore and TLS keys left out."""
         c = self.cfg
+        st = self.state
+        oldest = 0
+        if st.items:
+            oldest = max(0, self.clock() - next(iter(st.items.values())).time)
         return [
-            ("maxbytes", c.max_memory_bytes),
+            ("maxbytes", st.max_memory_bytes),
             ("maxconns", c.max_connections),
-            ("tcpport", c.listen.port),
+            ("tcpport", self.listener.address.port if self.listener else c.listen.port),
             ("udpport", 0),
             ("inter", c.listen.host),
-            ("verbosity", 0),
-            ("oldest", 0),
+            ("verbosity", self.engine.verbosity),
+            ("oldest", oldest),
             ("evictions", "on" if c.evictions else "off"),
             ("domain_socket", "NULL"),
             ("umask", 700),
@@ -264,6 +269,7 @@ class CacheService(Service):
             ("growth_factor", "1.25"),
             ("chunk_size", 48),
             ("num_threads", 1),
+            ("num_threads_per_udp", 1),
             ("stat_key_prefix", ":"),
             ("detail_enabled", "no"),
             ("reqs_per_event", 20),
@@ -277,13 +283,30 @@ class CacheService(Service):
             ("hashpower_init", 0),
             ("slab_reassign", "no"),
             ("slab_automove", 0),
+            ("slab_automove_ratio", "0.00"),
+            ("slab_automove_window", 0),
+            ("slab_chunk_max", c.max_item_bytes // 2),
             ("lru_crawler", "yes"),
-            ("lru_maintainer_thread", "no"),
-            ("lru_segmented", "no"),
-            ("hash_algorithm", "python-dict"),
-            ("idle_timeout", int(c.idle_timeout)),
+            ("lru_crawler_sleep", 0),
+            ("lru_crawler_tocrawl", 0),
+            ("tail_repair_time", 0),
             ("flush_enabled", "yes" if c.flush_enabled else "no"),
             ("dump_enabled", "no"),
+            ("hash_algorithm", "python-dict"),
+            ("lru_maintainer_thread", "no"),
+            ("lru_segmented", "no"),
+            ("hot_lru_pct", 0),
+            ("warm_lru_pct", 0),
+            ("hot_max_factor", "0.00"),
+            ("warm_max_factor", "0.00"),
+            ("temp_lru", "no"),
+            ("temporary_ttl", 0),
+            ("idle_timeout", int(c.idle_timeout)),
+            ("watcher_logbuf_size", 0),
+            ("worker_logbuf_size", 0),
+            ("read_buf_mem_limit", 0),
+            ("track_sizes", "no"),
+            ("inline_ascii_response", "no"),
             ("mrc_sample_rate", c.mrc_sample_rate),
             ("hotkeys_capacity", c.hotkeys_capacity),
         ]

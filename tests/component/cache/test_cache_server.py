@@ -135,3 +135,30 @@ async def test_idle_timeout_and_stats_conns() -> None:
         # then stay silent: the server closes the idle connection (memcached -o idle_timeout)
         assert await asyncio.wait_for(reader.read(), 30) == b""
         writer.close()
+
+
+async def test_memcached_switches_and_settings() -> None:
+    cfg = config(evictions=False, flush_enabled=False, max_memory_bytes=1024 * 1024)
+    async with running_service(CacheService, cfg) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        value = b"x" * 100_000
+        replies = []
+        for i in range(12):  # 1.2 MB into 1 MiB without evictions (-M)
+            writer.write(b"set k%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
+            replies.append(await asyncio.wait_for(reader.readline(), 10))
+        assert replies[0] == b"STORED\r\n"
+        assert replies[-1] == b"SERVER_ERROR out of memory storing object\r\n"
+        writer.write(b"flush_all\r\nverbosity 1\r\ncache_memlimit 16\r\nstats settings\r\n")
+        assert await asyncio.wait_for(reader.readline(), 10) == (
+            b"CLIENT_ERROR flush_all not allowed\r\n"
+        )
+        settings = await asyncio.wait_for(reader.readuntil(b"END\r\n"), 10)
+        assert settings.startswith(b"OK\r\nOK\r\nSTAT maxbytes 16777216\r\n")
+        assert b"STAT verbosity 1\r\n" in settings and b"STAT evictions off\r\n" in settings
+        assert b"STAT flush_enabled no\r\n" in settings
+        writer.write(b"stats\r\n")
+        stats = await asyncio.wait_for(reader.readuntil(b"END\r\n"), 10)
+        assert b"STAT store_no_memory 2\r\n" in stats and b"STAT curr_items 10\r\n" in stats
+        writer.close()
