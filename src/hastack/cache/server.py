@@ -74,7 +74,7 @@ def _getter(obj: object, name: str) -> Callable[[], int]:
 
 
 class CacheProtocol(ConnectionProtocol):
-    __slots__ = ("_codec", "_engine", "_paused", "_svc", "fd", "last_active")
+    __slots__ = ("_codec", "_engine", "_eof", "_paused", "_svc", "fd", "last_active")
 
     def __init__(self, service: CacheService) -> None:
         self._svc = service
@@ -82,6 +82,7 @@ class CacheProtocol(ConnectionProtocol):
         cfg = service.cfg
         self._codec = ServerCodec(max_value_bytes=cfg.max_item_bytes)
         self._paused = False
+        self._eof = False
         self.fd = -1
         self.last_active = service.clock()
 
@@ -115,11 +116,16 @@ class CacheProtocol(ConnectionProtocol):
         self._run()
 
     def eof_received(self) -> bool | None:
+        if self._paused and self._codec.buffered:
+            # the client half-closed with commands still waiting for it to read: keep the
+            # connection until they are answered, then close (see the end of _run)
+            self._eof = True
+            return True
         return None  # close our side too, after what is queued has been written
 
     def _run(self) -> None:
         transport = self.transport
-        if transport is None or self._paused:
+        if transport is None or self._paused or transport.is_closing():
             return
         codec = self._codec
         dispatch = self._engine._dispatch
@@ -155,6 +161,8 @@ class CacheProtocol(ConnectionProtocol):
                         return  # the rest stays in the codec until resume_writing
         if out:
             self._write(out)
+        if self._eof:
+            transport.close()
 
     def _write(self, out: list[bytes]) -> None:
         if not out or self.transport is None:

@@ -162,3 +162,19 @@ async def test_memcached_switches_and_settings() -> None:
         stats = await asyncio.wait_for(reader.readuntil(b"END\r\n"), 10)
         assert b"STAT store_no_memory 2\r\n" in stats and b"STAT curr_items 10\r\n" in stats
         writer.close()
+
+
+async def test_half_close_while_paused_still_answers_everything() -> None:
+    cfg = config(max_write_buffer_bytes=16 * 1024)
+    async with running_service(CacheService, cfg) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        await roundtrip(port, b"set v 0 0 5000\r\n" + b"y" * 5000 + b"\r\n", b"STORED\r\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"get v\r\n" * 2000)
+        writer.write_eof()
+        total = 0
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), 30):
+            total += len(chunk)
+        assert total == 2000 * len(b"VALUE v 0 5000\r\n" + b"y" * 5000 + b"\r\nEND\r\n")
+        writer.close()
