@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from hastack.config import Address, ServiceConfig, setting
@@ -20,6 +21,10 @@ class ResourceConfig:
     )
     start_timeout: float = setting(30.0, min=0.1, help="a start taking longer counts as failed")
     stop_timeout: float = setting(30.0, min=0.1, help="a stop taking longer counts as failed")
+    monitor_interval: float = setting(
+        0.0, min=0.0, help="run `status` this often while started; failure moves the group; 0=off"
+    )
+    status_timeout: float = setting(10.0, min=0.1, help="a status check taking longer failed")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +59,10 @@ class HeartbeatConfig(ServiceConfig):
         help='key id (1-255) -> secret ("hex:..." for bytes), like authkeys; all are accepted',
     )
     auth_send_key: int = setting(1, min=1, max=255, help="key id used for sending (`auth N`)")
+    auth_keys_file: Path | None = setting(
+        None, help="Heartbeat authkeys file (mode 600; `auth N` + `N sha1 secret`) instead of "
+        "auth_keys/auth_send_key"
+    )
     keepalive_interval: float = setting(
         2.0, min=0.01, max=60, help="seconds between heartbeats (ha.cf keepalive; sample 2)"
     )
@@ -123,7 +132,9 @@ class HeartbeatConfig(ServiceConfig):
             yield ("dead_timeout", "should be at least 2 x keepalive_interval (3-4 x is usual)")
         if self.warn_timeout > self.dead_timeout:
             yield ("warn_timeout", "must not exceed dead_timeout")
-        if not self.auth_keys:
+        if self.auth_keys and self.auth_keys_file is not None:
+            yield ("auth_keys_file", "give auth_keys or auth_keys_file, not both")
+        if not self.auth_keys and self.auth_keys_file is None:
             yield ("auth_keys", "at least one key is required (datagrams are always signed)")
         for kid, secret in self.auth_keys.items():
             if not kid.isdigit() or not 1 <= int(kid) <= 255:

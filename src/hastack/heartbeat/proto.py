@@ -406,3 +406,40 @@ def parse_icmp_echo_reply(data: bytes) -> tuple[int, int] | None:
     if len(data) < 8 or data[0] != 0:
         return None
     return int.from_bytes(data[4:6], "big"), int.from_bytes(data[6:8], "big")
+
+
+# --- Heartbeat's authkeys file --------------------------------------------------------------
+
+
+def parse_authkeys(text: str) -> tuple[int, dict[int, bytes]]:
+    """Parse a Heartbeat ``authkeys`` file: ``auth N`` then ``N method secret`` lines.
+
+    hastack always signs with HMAC-SHA256; the method names only say where the secret is
+    (``sha1``/``md5``). ``crc`` has no secret (integrity only, no authentication): refused.
+    """
+    send: int | None = None
+    keys: dict[int, bytes] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split(None, 2)
+        if parts[0] == "auth":
+            if len(parts) != 2 or not parts[1].isdigit() or send is not None:
+                raise ValueError(f"line {lineno}: expected one 'auth N' line")
+            send = int(parts[1])
+            continue
+        if not parts[0].isdigit() or not 1 <= int(parts[0]) <= 255:
+            raise ValueError(f"line {lineno}: expected 'N method secret' with N in 1-255")
+        if len(parts) < 2 or parts[1] not in ("sha1", "md5", "crc"):
+            raise ValueError(f"line {lineno}: method must be sha1, md5 or crc")
+        if parts[1] == "crc":
+            raise ValueError(f"line {lineno}: crc authenticates nothing; use sha1 with a secret")
+        if len(parts) < 3 or not parts[2].strip():
+            raise ValueError(f"line {lineno}: missing secret")
+        keys[int(parts[0])] = parts[2].strip().encode()
+    if send is None:
+        raise ValueError("no 'auth N' line")
+    if send not in keys:
+        raise ValueError(f"auth {send}: no such key")
+    return send, keys

@@ -18,6 +18,7 @@ import errno
 import ipaddress
 import logging
 import os
+import re
 import socket
 import subprocess
 import time
@@ -30,6 +31,7 @@ from aiohttp import web
 from hastack.config import HostConfig, ServiceConfig
 from hastack.core.net import UdpListener
 from hastack.core.service import Service
+from hastack.errors import ServiceError
 from hastack.heartbeat import proto
 from hastack.heartbeat.config import HeartbeatConfig, ResourceConfig, parse_vip
 from hastack.heartbeat.state import (
@@ -154,6 +156,25 @@ class AddressManager:
         raise OSError(f"ip addr {op} {vip.ip}/{vip.prefix} dev {vip.dev}: {done.stderr.strip()}")
 
 
+def load_keys(cfg: HeartbeatConfig) -> tuple[int, dict[int, bytes]]:
+    """(send key id, {id: secret}) from auth_keys or a Heartbeat authkeys file (mode 600)."""
+    if cfg.auth_keys_file is None:
+        keys = {int(k): proto.parse_key_spec(v) for k, v in cfg.auth_keys.items()}
+        return cfg.auth_send_key, keys
+    path = cfg.auth_keys_file
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise ServiceError(f"{path}: cannot read authkeys: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise ServiceError(f"{path}: authkeys must not be readable by others (chmod 600)")
+    try:
+        return proto.parse_authkeys(text)
+    except ValueError as exc:
+        raise ServiceError(f"{path}: {exc}") from None
+
+
 def configured_vips(cfg: HeartbeatConfig) -> list[Vip]:
     return [Vip(*parse_vip(v, cfg.vip_interface)) for v in cfg.vips]
 
@@ -219,6 +240,14 @@ class Announcer:
 # --- UDP transport -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CheckResources:
+    """Worker job: run ``status`` of the started resources that are due (monitor_interval)."""
+
+
+_NOT_RUNNING = re.compile(r"\b(not running|stopped|dead)\b", re.IGNORECASE)
+
+
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, service: HeartbeatService) -> None:
         self.service = service
@@ -261,8 +290,7 @@ class HeartbeatService(Service):
             garp_repeats=config.garp_repeat_intervals,
             garp_refresh=config.garp_refresh_interval,
         )
-        keys = {int(k): proto.parse_key_spec(v) for k, v in config.auth_keys.items()}
-        self.codec = proto.Codec(keys, config.auth_send_key, cluster=config.cluster)
+        self.codec: proto.Codec | None = None  # built in start(): reading keys may fail
         self.guard = proto.ReplayGuard(self.node_name, max_clock_skew=config.replay_window_timeout)
         self.election = Election(self.election_cfg, boot=time.time_ns())
         self.addrs: AddressManager | None = None
@@ -275,7 +303,8 @@ class HeartbeatService(Service):
             self.destinations.append((config.broadcast.host, config.broadcast.port))
         self.vip_held = False
         self._wake = asyncio.Event()
-        self._work: asyncio.Queue[Action] = asyncio.Queue()
+        self._work: asyncio.Queue[Action | CheckResources] = asyncio.Queue()
+        self._last_status: dict[str, float] = {}
         self._worker_idle = asyncio.Event()
         self._worker_idle.set()
         self._atexit: Callable[[], None] | None = None
@@ -304,6 +333,13 @@ class HeartbeatService(Service):
 
     async def start(self) -> None:
         try:
+            send_key, keys = load_keys(self.cfg)
+        except ServiceError as exc:
+            # hastack.core.lifecycle reports OSError from start() as "cannot start: ..." and
+            # exit 2; a ServiceError would escape as a traceback.
+            raise OSError(str(exc)) from exc
+        self.codec = proto.Codec(keys, send_key, cluster=self.cfg.cluster)
+        try:
             self.addrs = AddressManager()
             self._withdraw_all("leftover at start-up")
             self._atexit = self._withdraw_at_exit
@@ -319,6 +355,8 @@ class HeartbeatService(Service):
             self.spawn(self._worker(), name="resources")
             if self.cfg.ping_targets:
                 self.spawn(self._pinger(), name="ping")
+            if any(r.monitor_interval > 0 for r in self.cfg.resources):
+                self.spawn(self._monitor(), name="monitor")
             if self.cfg.link_check and self.vips:
                 self.spawn(self._link_watch(), name="link")
         except BaseException:
@@ -409,6 +447,8 @@ class HeartbeatService(Service):
     # -- input ----------------------------------------------------------------------------
 
     def on_datagram(self, data: bytes, addr: tuple[Any, int]) -> None:
+        if self.codec is None:
+            return
         try:
             msg = self.codec.decode(data)
             self.guard.accept(msg, time.time())
@@ -465,7 +505,7 @@ class HeartbeatService(Service):
         self._wake.set()
 
     def _send(self, action: Send) -> None:
-        if self.udp is None:
+        if self.udp is None or self.codec is None:
             return
         data = self.codec.encode(with_timestamp(action.message, time.time()))
         for dest in self.destinations:
@@ -514,9 +554,29 @@ class HeartbeatService(Service):
             finally:
                 self._work.task_done()
 
-    async def _run_action(self, action: Action) -> None:
+    async def _monitor(self) -> None:
+        step = min(r.monitor_interval for r in self.cfg.resources if r.monitor_interval > 0)
+        while True:
+            await asyncio.sleep(step)
+            if self.election.master and self.started_resources and self._work.empty():
+                self._work.put_nowait(CheckResources())
+
+    async def _run_action(self, action: Action | CheckResources) -> None:
         now = time.monotonic
-        if isinstance(action, StartResources):
+        if isinstance(action, CheckResources):
+            for res in list(self.started_resources):
+                due = self._last_status.get(res.name, 0.0) + res.monitor_interval
+                if res.monitor_interval <= 0 or now() < due:
+                    continue
+                self._last_status[res.name] = now()
+                ok = await self._script(res.command, "status", res.status_timeout, res.name,
+                                        judge_text=True)
+                if not ok and res in self.started_resources:
+                    self.log.error("resource %s failed its status check: giving the group up",
+                                   res.name)
+                    self._apply(self.election.resources_failed(now()))
+                    return
+        elif isinstance(action, StartResources):
             for res in self.cfg.resources:
                 ok = await self._script(res.command, "start", res.start_timeout, res.name)
                 if not ok:
@@ -554,6 +614,8 @@ class HeartbeatService(Service):
         timeout: float,
         label: str,
         env: dict[str, str] | None = None,
+        *,
+        judge_text: bool = False,
     ) -> bool:
         full = [*argv, verb] if verb else list(argv)
         try:
@@ -583,11 +645,17 @@ class HeartbeatService(Service):
             self.log.error("%s %s: timed out after %.1fs", label, verb or "", timeout)
             return False
         text = out.decode(errors="replace").strip()
+        if judge_text and proc.returncode == 0 and _NOT_RUNNING.search(text):
+            # LSB status scripts of Heartbeat's era print "not running" and exit 0
+            self.hook_failures.value += 1
+            self.log.error("%s %s: %s", label, verb or "", text[-500:])
+            return False
         if proc.returncode != 0:
             self.hook_failures.value += 1
             self.log.error("%s %s: exit %s: %s", label, verb or "", proc.returncode, text[-500:])
             return False
-        self.log.info("%s %s: ok%s", label, verb or "", f": {text[-200:]}" if text else "")
+        if verb != "status":
+            self.log.info("%s %s: ok%s", label, verb or "", f": {text[-200:]}" if text else "")
         return True
 
     # -- connectivity checks --------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from hastack.config import HostConfig, config_from_dict
 from hastack.core.admin import AdminServer
@@ -186,3 +187,36 @@ def _loopback() -> Any:
     from hastack.config import Address
 
     return Address("127.0.0.1", 0)
+
+
+async def test_failed_status_check_moves_the_group(tmp_path: Path) -> None:
+    flag = tmp_path / "broken"
+    script = tmp_path / "svc.sh"
+    # status prints "not running" (exit 0, like old LSB scripts) once the flag file exists
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = status ] && [ -e {flag} ] && [ "$HASTACK_NODE" = n1 ]; then\n'
+        '  echo "svc is not running"; fi\nexit 0\n'
+    )
+    script.chmod(0o755)
+    res = [{"name": "svc", "command": [str(script)], "monitor_interval": 0.05}]
+    async with cluster(2, tmp_path, resources=res) as svcs:
+        await wait_for(lambda: masters(svcs) == ["n1"])
+        flag.touch()
+        await wait_for(lambda: masters(svcs) == ["n2"])
+        assert svcs[0].election.status(time.monotonic())["faults"] == ["resource"]
+        assert svcs[0].stats.snapshot()["hook_failures"] >= 1
+
+
+async def test_authkeys_file_mode_and_format(tmp_path: Path) -> None:
+    keys = tmp_path / "authkeys"
+    keys.write_text("auth 1\n1 sha1 secret\n")
+    keys.chmod(0o644)
+    port = free_port(socket.SOCK_DGRAM)
+    cfg = make_config("n1", port, [], auth_keys={}, auth_keys_file=str(keys))
+    service = HeartbeatService(cfg, HostConfig(name="n1", run_dir=tmp_path, data_dir=tmp_path))
+    with pytest.raises(OSError, match="chmod 600"):
+        await service.start()  # a world-readable authkeys file is refused
+    keys.chmod(0o600)
+    async with running_service(HeartbeatService, cfg) as svc:
+        assert svc.codec is not None and svc.codec.keys == {1: b"secret"}

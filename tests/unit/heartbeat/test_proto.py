@@ -217,3 +217,16 @@ def test_icmp() -> None:
 def test_key_spec() -> None:
     assert parse_key_spec("hex:00ff") == b"\x00\xff"
     assert parse_key_spec("secret") == b"secret"
+
+
+def test_parse_authkeys() -> None:
+    from hastack.heartbeat.proto import parse_authkeys
+
+    text = "# sample\nauth 2\n1 sha1 old-secret\n2 sha1 new secret with spaces\n3 md5 x\n"
+    assert parse_authkeys(text) == (
+        2, {1: b"old-secret", 2: b"new secret with spaces", 3: b"x"})
+    for bad in ("1 sha1 a\n", "auth 1\nauth 1\n1 sha1 a\n", "auth 1\n1 crc\n",
+                "auth 1\n1 sha1\n", "auth 2\n1 sha1 a\n", "auth 1\n0 sha1 a\n",
+                "auth 1\n1 sha256 a\n"):
+        with pytest.raises(ValueError):
+            parse_authkeys(bad)
