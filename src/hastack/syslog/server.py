@@ -317,7 +317,6 @@ class SyslogService(Service):
         self.udp_errors = s.counter("udp_errors", "errors reported on the UDP socket")
         self.write_errors = s.counter("write_errors", "failed writes other than disk full")
         self.disk_full_events = s.counter("disk_full_events", "times writing stopped")
-        self.tls_handshake_failures = s.counter("tls_failures", "TLS connections that failed")
         self.idle_closed = s.counter("idle_closed", "TCP connections closed by idle_timeout")
         self.forward_sent = s.counter("forward_sent", "messages relayed upstream")
         s.counter("tcp_messages", "messages received over TCP")
