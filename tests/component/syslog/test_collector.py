@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gzip
 import socket
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from hastack.config import Address, HostConfig
 from hastack.core.admin import AdminServer
 from hastack.syslog.proto import frame_octet_counted, parse_line
 from hastack.syslog.server import SyslogService
 from hastack.syslog.testing import all_lines, make_config, wait_for, wait_lines
-from hastack.testing import running_service
+from hastack.testing import free_port, running_service
 
 
 def addr(svc: SyslogService, name: str) -> tuple[str, int]:
@@ -164,3 +166,50 @@ async def test_idle_connections_are_closed(tmp_path: Path, host: HostConfig) -> 
         assert svc.stats.snapshot()["idle_closed"] == 1
         w.close()
     assert all_lines(svc.root)[0].endswith(" hi")
+
+
+async def test_logs_cli_merges_collectors_by_time(
+    tmp_path: Path, host: HostConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hastack logs` against two collectors: one time-ordered stream; a dead one is reported."""
+    from hastack.syslog import cli
+
+    async with (
+        running_service(SyslogService, make_config(tmp_path / "a"), host) as a,
+        running_service(SyslogService, make_config(tmp_path / "b"), host) as b,
+    ):
+        admins = [AdminServer(a, Address("127.0.0.1", 0)), AdminServer(b, Address("127.0.0.1", 0))]
+        for adm in admins:
+            await adm.start()
+        try:
+            for svc, stamps in ((a, (1, 3, 5)), (b, (2, 4))):
+                _, w = await asyncio.open_connection(*addr(svc, "tcp"))
+                for sec in stamps:
+                    w.write(b"<14>1 2026-11-28T08:00:0%dZ h app - - - at %d\n" % (sec, sec))
+                await wait_lines(svc.root, len(stamps))
+                w.close()
+            dead = Address("127.0.0.1", free_port())
+            addrs = [adm.address for adm in admins if adm.address is not None] + [dead]
+            args = cli_args(cli, ["logs", "tail", "-n", "4"])
+            assert await cli.run_logs(args, addrs, cli.build_query(args)) == 0
+            out, err = capsys.readouterr()
+            assert [ln.rsplit(" ", 1)[-1] for ln in out.splitlines()] == ["2", "3", "4", "5"]
+            assert str(dead) in err
+            args = cli_args(cli, ["logs", "grep", "at [13]", "--short"])
+            assert await cli.run_logs(args, addrs[:2], cli.build_query(args)) == 0
+            out, _ = capsys.readouterr()
+            assert out.splitlines() == [
+                "2026-11-28T08:00:01.000000Z h app: at 1",
+                "2026-11-28T08:00:03.000000Z h app: at 3",
+            ]
+        finally:
+            for adm in admins:
+                await adm.stop()
+
+
+def cli_args(cli: object, argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="unused.toml")
+    sub = parser.add_subparsers()
+    cli.register(sub)  # type: ignore[attr-defined]
+    return parser.parse_args(argv)

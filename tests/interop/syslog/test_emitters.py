@@ -235,3 +235,49 @@ async def test_rsyslog_forwarding_templates(collector: SyslogService, tmp_path: 
                 needle.split()[0] + " via rsyslog"
             ) or r.message().startswith(needle), r
             assert "note=" not in r.meta, r
+
+
+RSYSLOG_SINK = """
+global(workDirectory="{work}")
+module(load="imtcp")
+input(type="imtcp" port="{port}" address="127.0.0.1")
+template(name="fields" type="string"
+         string="%HOSTNAME%|%APP-NAME%|%PROCID%|%MSGID%|%syslogfacility-text%.%syslogseverity-text%|%STRUCTURED-DATA%|%msg%\\n")
+action(type="omfile" file="{out}" template="fields")
+"""
+
+
+async def test_forwarding_to_rsyslog(tmp_path: Path) -> None:
+    """hastack relays RFC 5424 with octet counting; rsyslog (imtcp) reads every field back."""
+    rsyslogd = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
+    if not os.path.exists(rsyslogd):
+        pytest.skip("rsyslog not installed (Debian package rsyslog)")
+    work = tmp_path / "rsyslog"
+    work.mkdir()
+    port = free_port()
+    out = work / "out.log"
+    conf = work / "rsyslog.conf"
+    conf.write_text(RSYSLOG_SINK.format(work=work, port=port, out=out))
+    proc = await asyncio.create_subprocess_exec(
+        rsyslogd, "-n", "-f", str(conf), "-i", str(work / "rsyslogd.pid"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    from hastack.config import Address
+
+    host = HostConfig(name="t", run_dir=tmp_path / "run", data_dir=tmp_path / "data")
+    cfg = make_config(tmp_path, forward=Address("127.0.0.1", port), forward_reconnect_interval=0.05)
+    try:
+        async with running_service(SyslogService, cfg, host) as relay:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.sendto(
+                    b'<165>1 2026-11-28T08:00:00.5Z web1 nginx 77 ID9 [ex@1 k="v\\"q"] multi\nline',
+                    ("127.0.0.1", port_of(relay, "udp")),
+                )
+                u.sendto(b"<14>pyapp[5]: from python\x00", ("127.0.0.1", port_of(relay, "udp")))
+            await wait_for(lambda: out.exists() and out.read_text().count("\n") >= 2, 30, "rsyslog")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    lines = out.read_text().splitlines()
+    assert lines[0] == 'web1|nginx|77|ID9|local4.notice|[ex@1 k="v\\"q"]|multi#012line'
+    assert lines[1] == "127.0.0.1|pyapp|5|-|user.info|-|from python"
