@@ -648,12 +648,14 @@ class SyslogService(Service):
         return [web.get("/logs", self._logs)]
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
+        mode = request.query.get("mode", "tail")
         try:
             flt = Filter.from_query(request.query)
+            limit = int(request.query.get("limit", "10" if mode == "tail" else "0") or 0)
+            if mode not in ("tail", "grep") or limit < 0:
+                raise ValueError("mode must be tail or grep, limit >= 0")
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        mode = request.query.get("mode", "tail")
-        limit = int(request.query.get("limit", "10" if mode == "tail" else "0") or 0)
         follow = request.query.get("follow", "") in ("1", "true", "yes")
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
