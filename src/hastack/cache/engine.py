@@ -130,6 +130,28 @@ class Engine:
     def _get(self, ev: Get, now: int) -> bytes:
         st = self.state
         keys = ev.keys
+        if len(keys) == 1 and ev.exptime is None and not ev.with_cas and not ev.error:
+            # fast path: one key, plain get (the bulk of a cache's traffic)
+            key = keys[0]
+            mrc = self.mrc
+            if mrc is not None:
+                mrc.accesses += 1
+                h = crc32(key) & _MRC_MASK
+                if h < mrc.threshold:
+                    mrc._sampled(key, h)
+            hot = self.hotkeys
+            if hot is not None:
+                self._hot_left -= 1
+                if not self._hot_left:
+                    hot.add_sampled(key)
+                    self._hot_left = hot.sample
+            st.cmd_get += 1
+            it = st.fetch(key, now)
+            if it is None:
+                st.get_misses += 1
+                return END
+            st.get_hits += 1
+            return b"".join((b"VALUE ", key, it.data, END))
         if self._observing:
             self._observe(keys)
         out: list[bytes] = []
@@ -245,12 +267,27 @@ class Engine:
                 st.unlink(ev.key)  # memcached: never leave the stale value behind
             return b"" if ev.noreply else proto.TOO_LARGE
         st.cmd_set += 1
-        if self.mrc is not None:
-            self.mrc.access(ev.key)
-        result, _ = self.store(
-            ev.mode, ev.key, ev.flags, st.realtime(ev.exptime, now), data,
-            ev.cas_unique, now,
-        )  # fmt: skip
+        key = ev.key
+        mrc = self.mrc
+        if mrc is not None:
+            mrc.accesses += 1
+            h = crc32(key) & _MRC_MASK
+            if h < mrc.threshold:
+                mrc._sampled(key, h)
+        exptime = st.realtime(ev.exptime, now) if ev.exptime else 0
+        if ev.mode == SET:
+            # fast path: a plain set replaces whatever is there (after the lookup memcached's
+            # do_store_item makes, which counts an expired or flushed old item)
+            old = st.items.get(key)
+            if old is not None and (
+                (old.exptime and old.exptime <= now) or (st.oldest_live and st._flushed(old, now))
+            ):
+                st.peek(key, now)
+            if not st.link(key, Item(make_data(ev.flags, data), exptime, now), now):
+                st.store_no_memory += 1
+                return b"" if ev.noreply else proto.OUT_OF_MEMORY
+            return b"" if ev.noreply else STORED
+        result, _ = self.store(ev.mode, key, ev.flags, exptime, data, ev.cas_unique, now)
         if ev.noreply:
             return b""
         return _TEXT_RESULT[result]

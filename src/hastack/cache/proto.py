@@ -437,13 +437,22 @@ class ServerCodec:
             pos = self._pos
             nl = buf.find(b"\n", pos)
             if nl < 0:
-                self._check_long_line()
+                if len(buf) - pos > self.max_line_bytes:
+                    self._check_long_line()
                 self._need = -1
                 return None
             self._long_line_ok = False
             self._pos = nl + 1
             end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
             line = buf[pos:end]
+            # fast path: "get <one key>", the bulk of a cache's traffic
+            if (
+                line[:4] == b"get "
+                and 4 < len(line) <= 4 + self.max_key_bytes
+                and line.find(b" ", 4) < 0
+                and b"\0" not in line
+            ):
+                return Get([line[4:]], False)
             ev = self._parse_line(line)
             if ev is not None:
                 return ev
@@ -609,9 +618,19 @@ class ServerCodec:
         key = tokens[1]
         if len(key) > self.max_key_bytes:
             raise _noreply_error(BAD_FORMAT, noreply)
-        flags = strtoul32(tokens[2])
-        exptime = strtol32(tokens[3])
-        size = strtol32(tokens[4])
+        t2, t3, t4 = tokens[2], tokens[3], tokens[4]
+        flags: int | None
+        exptime: int | None
+        size: int | None
+        if (
+            len(t2) < 10 and len(t3) < 10 and len(t4) < 10
+            and t2.isdigit() and t3.isdigit() and t4.isdigit()
+        ):  # fmt: skip
+            flags, exptime, size = int(t2), int(t3), int(t4)  # the common case
+        else:
+            flags = strtoul32(t2)
+            exptime = strtol32(t3)
+            size = strtol32(t4)
         if flags is None or exptime is None or size is None:
             raise _noreply_error(BAD_FORMAT, noreply)
         cas_unique = 0

@@ -266,7 +266,7 @@ class CacheState:
         if self.bytes + cost > self.max_memory_bytes and not self._make_room(cost, now):
             return False
         self.last_cas += 1
-        it.cas = self.last_cas
+        it.cb = (self.last_cas << 3) | (it.cb & 7)
         items[key] = it
         self.bytes += cost
         self.total_items += 1
