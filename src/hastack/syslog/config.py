@@ -29,6 +29,10 @@ class SyslogConfig(ServiceConfig):
     tls_ca_file: Path | None = setting(
         None, help="if set, clients must present a certificate signed by these CAs (mutual TLS)"
     )
+    unix_listen: Path | None = setting(
+        None,
+        help="a local datagram socket like /dev/log (syslog(3), logger -u, SysLogHandler(path))",
+    )
     udp_rcvbuf_bytes: int = setting(
         16 * 1024 * 1024,
         min=65536,
@@ -105,8 +109,9 @@ class SyslogConfig(ServiceConfig):
         no_cert = self.tls_cert_file is None or self.tls_key_file is None
         if self.tls_listen is not None and no_cert:
             yield ("tls_listen", "needs tls_cert_file and tls_key_file")
-        if self.udp_listen is None and self.tcp_listen is None and self.tls_listen is None:
-            yield ("tcp_listen", "at least one of udp_listen, tcp_listen, tls_listen is needed")
+        listeners = (self.udp_listen, self.tcp_listen, self.tls_listen, self.unix_listen)
+        if all(x is None for x in listeners):
+            yield ("tcp_listen", "no listener: set udp/tcp/tls/unix_listen")
         try:
             self.path_template.format(
                 host="h", program="p", facility="f", severity="s", date="d"

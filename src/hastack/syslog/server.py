@@ -12,6 +12,7 @@ next to the kernel's own drop counter for the socket (/proc/net/udp).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import os
 import socket
@@ -25,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from hastack.config import Address, HostConfig
-from hastack.core.net import ConnectionProtocol, bind_tcp
+from hastack.core.net import ConnectionProtocol, bind_tcp, set_rcvbuf
 from hastack.core.service import Service
 from hastack.syslog.config import SyslogConfig
 from hastack.syslog.forward import ForwardSpool
@@ -256,14 +257,37 @@ class SyslogTcp(ConnectionProtocol):
 
 
 class SyslogUdp(asyncio.DatagramProtocol):
-    def __init__(self, service: SyslogService) -> None:
+    def __init__(self, service: SyslogService, local_source: str | None = None) -> None:
         self.svc = service
+        self.local_source = local_source  # unix socket: the peer is this host
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.svc.ingest_datagram(data, addr[0])
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        source = self.local_source or (addr[0] if addr else "-")
+        self.svc.ingest_datagram(data, source)
 
     def error_received(self, exc: Exception) -> None:
         self.svc.udp_errors.value += 1
+
+
+def bind_unix_dgram(path: Path, rcvbuf_bytes: int) -> socket.socket:
+    if path.is_socket():
+        path.unlink()  # a stale socket from a previous run
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o666)  # like /dev/log: any local process may log
+        set_rcvbuf(sock, rcvbuf_bytes)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def udp_kernel_drops(sock: socket.socket) -> int | None:
@@ -295,6 +319,8 @@ class SyslogService(Service):
         self.spool: ForwardSpool | None = None
         self.writer: Writer | None = None
         self.tls_server: asyncio.Server | None = None
+        self.unix_transport: asyncio.DatagramTransport | None = None
+        self.unix_path: Path | None = None
         self.udp_sock: socket.socket | None = None
         self.subscribers: set[tuple[Filter, asyncio.Queue[str | None]]] = set()
         self._path_cache: dict[tuple[str, str | None, int, int, str], str] = {}
@@ -369,6 +395,8 @@ class SyslogService(Service):
             self.udp_sock = udp.transport.get_extra_info("socket")
             s.gauge("udp_rcvbuf_bytes", lambda: udp.rcvbuf_bytes)
             s.gauge("udp_kernel_drops", self._kernel_drops)
+        if cfg.unix_listen is not None:
+            await self._start_unix(cfg.unix_listen)
         if cfg.tcp_listen is not None:
             await self.listen_tcp(
                 cfg.tcp_listen,
@@ -407,13 +435,29 @@ class SyslogService(Service):
         name = sock.getsockname()
         self.tls_address = Address(name[0], name[1])
 
+    async def _start_unix(self, path: Path) -> None:
+        """A local datagram socket (what syslog(3) writes to as /dev/log); the core has no
+        unix listener, so it is created here and closed in close()."""
+        sock = bind_unix_dgram(path, self.cfg.udp_rcvbuf_bytes)
+        loop = asyncio.get_running_loop()
+        self.unix_transport, _ = await loop.create_datagram_endpoint(
+            lambda: SyslogUdp(self, local_source=self.host.name), sock=sock
+        )
+        self.unix_path = path
+
     def addresses(self) -> dict[str, str]:
         out = super().addresses()
+        if self.unix_transport is not None:
+            out["unix"] = str(self.unix_path)
         if self.tls_server is not None:
             out["tls"] = str(self.tls_address)
         return out
 
     async def drain(self) -> None:
+        if self.unix_transport is not None:
+            self.unix_transport.close()
+            if self.unix_path is not None:
+                unlink_quietly(self.unix_path)
         if self.tls_server is not None:
             self.tls_server.close()
             for conn in list(self.tcp_conns):

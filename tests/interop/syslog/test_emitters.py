@@ -281,3 +281,35 @@ async def test_forwarding_to_rsyslog(tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert lines[0] == 'web1|nginx|77|ID9|local4.notice|[ex@1 k="v\\"q"]|multi#012line'
     assert lines[1] == "127.0.0.1|pyapp|5|-|user.info|-|from python"
+
+
+async def test_unix_socket_like_dev_log(tmp_path: Path) -> None:
+    """`logger -u` and SysLogHandler(address=path) on a local datagram socket (no HOSTNAME)."""
+    sock_path = tmp_path / "log.sock"
+    host = HostConfig(name="thishost", run_dir=tmp_path / "run", data_dir=tmp_path / "data")
+    cfg = make_config(tmp_path, udp_listen=None, tcp_listen=None, unix_listen=sock_path)
+    async with running_service(SyslogService, cfg, host) as svc:
+        assert svc.addresses()["unix"] == str(sock_path)
+        await logger("-u", str(sock_path), "-t", "localtag", "-i", "via logger -u")
+
+        def emit() -> None:
+            h = logging.handlers.SysLogHandler(address=str(sock_path))
+            h.ident = "pylocal: "
+            log = logging.getLogger("interop.unix")
+            log.propagate = False
+            log.addHandler(h)
+            try:
+                log.warning("via SysLogHandler")
+            finally:
+                log.removeHandler(h)
+                h.close()
+
+        await asyncio.to_thread(emit)
+        lines = await wait_lines(svc.root, 2)
+    assert not sock_path.exists()  # removed on stop
+    recs = [parse_line(ln) for ln in lines]
+    got = sorted((r.host, r.app, r.message()) for r in recs if r)
+    assert got == [
+        ("thishost", "localtag", "via logger -u"),
+        ("thishost", "pylocal", "via SysLogHandler"),
+    ]
