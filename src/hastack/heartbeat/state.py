@@ -209,6 +209,7 @@ class Election:
             return []
         out: list[Action] = []
         peer = self.peers.get(msg.node)
+        rejoined = peer is None or not self.alive(peer, now)
         if peer is None or msg.boot != peer.boot:
             peer = Peer(msg.node, msg.boot, msg, now, now)
             self.peers[msg.node] = peer
@@ -227,16 +228,18 @@ class Election:
             for other in self.peers.values():
                 if other is not peer:
                     other.was_master = False
+        lower_master = msg.state == MASTER and self._rank_of(msg) < self._own_rank()
         if (
             self.master
-            and msg.state == MASTER
-            and self._rank_of(msg) < self._own_rank()
+            and (lower_master or (rejoined and not peer.gone))
             and now - self.last_reactive_garp >= self.cfg.keepalive
         ):
-            # A lower-ranked node thinks it is master (split brain healing): re-announce so
-            # the network's ARP caches point here (keepalived 2.2.7 does the same).
+            # A lower-ranked node thinks it is master, or a node we could not hear is back
+            # (it may have been master on its side of a partition and pulled the ARP caches
+            # over, then yielded before we heard it): re-announce so caches point here.
+            # keepalived 2.2.7 does the first; the second closes the rest of #160/#166.
             self.last_reactive_garp = now
-            out.append(SendGarp("lower-priority master seen"))
+            out.append(SendGarp("lower-priority master seen" if lower_master else "peer back"))
         self._evaluate(now, out)
         return out
 

@@ -284,9 +284,12 @@ def test_at_most_one_holder_with_quorum(
         elif node is not None and what == "ping":
             sim.apply(name, node.set_fault("ping", "ping" not in node.faults, sim.now))
         assert sim.max_holders <= 1
-    # heal everything: the cluster converges on exactly one master
+    # heal everything: the cluster converges on exactly one master. Liveness (unlike safety)
+    # needs the echo round trip plus one keepalive to fit in the lease (deadtime): with 150 ms
+    # one-way delays and a 0.4 s deadtime a master keeps losing its lease, so heal delays too.
     sim.heal()
     sim.loss = 0.0
+    sim.max_delay = 0.002
     for name in sim.names():
         node = sim.nodes.get(name)
         if node is None:
@@ -343,3 +346,25 @@ class ClusterMachine(RuleBasedStateMachine):
 
 TestClusterMachine = ClusterMachine.TestCase
 TestClusterMachine.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)
+
+
+def test_master_reannounces_when_a_lower_master_appears() -> None:
+    # quorum off: a partition gives two masters; on healing the better one re-sends GARP
+    # (so ARP caches that followed the other one come back) and the lower one yields
+    sim = Sim(n=3, quorum=False)
+    sim.start_all()
+    settle(sim)
+    sim.partition({"n1"})
+    settle(sim)
+    garps: list[tuple[str, str]] = []
+    orig = sim.apply
+
+    def spy(name: str, actions: list[object]) -> None:
+        garps.extend((name, a.reason) for a in actions if isinstance(a, SendGarp))
+        orig(name, actions)
+
+    sim.apply = spy  # type: ignore[method-assign]
+    sim.heal()
+    settle(sim)
+    assert any(n == "n1" and r in ("lower-priority master seen", "peer back") for n, r in garps)
+    assert sim.masters() == ["n1"] and sim.holders == {"n1"}
