@@ -270,10 +270,9 @@ class Engine:
         key = ev.key
         mrc = self.mrc
         if mrc is not None:
-            mrc.accesses += 1
             h = crc32(key) & _MRC_MASK
             if h < mrc.threshold:
-                mrc._sampled(key, h)
+                mrc._sampled(key, h, read=False)
         exptime = st.realtime(ev.exptime, now) if ev.exptime else 0
         if ev.mode == SET:
             # fast path: a plain set replaces whatever is there (after the lookup memcached's
@@ -529,7 +528,7 @@ class Engine:
             return proto.TOO_LARGE
         st.cmd_set += 1
         if self.mrc is not None:
-            self.mrc.access(key)
+            self.mrc.update(key)
         mode = {0: SET, 83: SET, 69: ADD, 65: APPEND, 80: PREPEND, 82: REPLACE}[f.mode]
         if f.cas is not None and mode in (SET, REPLACE):
             mode = CAS

@@ -77,15 +77,24 @@ class MissRatioCurve:
         return self.threshold / _P
 
     def access(self, key: bytes) -> None:
+        """A read (get, gat, mg): counted in the curve and moves the key to the LRU front."""
         self.accesses += 1
         h = zlib.crc32(key) & (_P - 1)
         if h >= self.threshold:
             return
         self._sampled(key, h)
 
-    def _sampled(self, key: bytes, h: int) -> None:
+    def update(self, key: bytes) -> None:
+        """A write (set, ...): moves the key to the LRU front but is no hit or miss, so that a
+        cache-aside "get miss, then set" counts once, as the hit ratio clients observe."""
+        h = zlib.crc32(key) & (_P - 1)
+        if h < self.threshold:
+            self._sampled(key, h, read=False)
+
+    def _sampled(self, key: bytes, h: int, read: bool = True) -> None:
         scale = _P / self.threshold
-        self.total += scale
+        if read:
+            self.total += scale
         last = self.last
         t = self._clock
         if t >= self.time_slots:
@@ -94,16 +103,18 @@ class MissRatioCurve:
         prev = last.get(key)
         tree = self._tree
         if prev is None:
-            self.cold += scale
+            if read:
+                self.cold += scale
             self.key_hash[key] = h
             if len(last) >= self.max_keys:
                 self._lower_rate()
                 if h >= self.threshold:
                     return
         else:
-            distance = tree.prefix(t) - tree.prefix(prev + 1)
-            b = _bucket(distance * scale)
-            self.hist[b] = self.hist.get(b, 0.0) + scale
+            if read:
+                distance = tree.prefix(t) - tree.prefix(prev + 1)
+                b = _bucket(distance * scale)
+                self.hist[b] = self.hist.get(b, 0.0) + scale
             tree.add(prev, -1)
         tree.add(t, 1)
         last[key] = t
@@ -149,7 +160,8 @@ class MissRatioCurve:
         lines: list[tuple[str, object]] = [
             ("mrc_sample_rate", f"{self.rate:.6f}"),
             ("mrc_tracked_keys", len(self.last)),
-            ("mrc_accesses", int(self.total)),
+            ("mrc_accesses", self.accesses),
+            ("mrc_sampled_accesses", round(self.total * self.rate)),
             ("mrc_cold_misses", int(self.cold)),
             ("mrc_bytes_per_item", int(bytes_per_item)),
         ]

@@ -50,10 +50,14 @@ async def test_size_estimate_prints_table_and_writes_png(tmp_path: Path) -> None
         code, out = await run_cli("cache", "size-estimate", addr, "--png", str(png))
         assert code == 0, out
         assert "hit ratio" in out and "memory (MB)" in out
-        rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+        table = out.split("hit ratio\n", 1)[1].split("curve written")[0]
+        rows = [line.split() for line in table.splitlines() if line.strip()]
         hits = [float(r[1]) for r in rows]
-        assert hits == sorted(hits)  # more memory never estimates fewer hits
+        assert hits == sorted(hits), out  # more memory never estimates fewer hits
         assert 0.0 <= hits[0] <= hits[-1] <= 1.0
+        # the estimate at the memory in use matches the hit ratio the server observed
+        observed = float(out.split("observed hit ratio ")[1].split()[0])
+        assert abs(hits[-1] - observed) < 0.02
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         code, out = await run_cli("cache", "hotkeys", addr)
         assert code == 0, out

@@ -99,3 +99,16 @@ def test_hotkeys_stream_summary_matches_naive_space_saving(keys: list[int], cap:
     for key, n in true.items():
         if n > len(keys) / cap:
             assert key in hk.counts
+
+
+def test_writes_move_keys_but_are_not_counted() -> None:
+    """Cache-aside: get (miss) then set of the same key. The set is no hit; the next get of
+    the key is a hit for any cache holding what was touched since the set."""
+    mrc = MissRatioCurve(rate=1.0, max_keys=1000)
+    for i in range(100):
+        key = b"k%d" % i
+        mrc.access(key)  # miss (cold)
+        mrc.update(key)  # the application fills the cache
+    assert mrc.accesses == 100 and mrc.miss_ratio(10**6) == 1.0
+    mrc.access(b"k99")  # just written: a hit even for a 1-item cache
+    assert mrc.miss_ratio(1) == 100 / 101
