@@ -159,28 +159,20 @@ def parse_rfc3339(text: str) -> float | None:
     return value
 
 
-_bsd_cache = _TimeCache()
-
-
 def bsd_timestamp(
     month: int, day: int, hh: int, mm: int, ss: int, received: float, tz: _dt.tzinfo
 ) -> float | None:
     """An RFC 3164 timestamp (no year, no zone) -> epoch, in ``tz``: the latest year that does
     not put it more than a week after ``received`` (Dec 31 read on Jan 1 is last year's)."""
     year = time.gmtime(received).tm_year
-    key = (year, month, day, hh, mm, ss, tz)
-    cached = _bsd_cache.entries.get(key, -1.0)
-    if cached != -1.0:
-        return cached
     value: float | None = None
     for y in (year, year - 1, year + 1):
         try:
             t = _dt.datetime(y, month, day, hh, mm, ss, tzinfo=tz).timestamp()
         except ValueError:  # Feb 29 in a non-leap year, hour 25, ...
             continue
-        if t <= received + 7 * 86400 and (value is None or t > value):
+        if t <= received + _WEEK and (value is None or t > value):
             value = t
-    _bsd_cache.put(key, value)
     return value
 
 
@@ -434,6 +426,10 @@ def _parse_5424(
     )  # fmt: skip
 
 
+_BSD_TEXT: dict[tuple[bytes, _dt.tzinfo], float] = {}
+_WEEK: Final = 7 * 86400
+
+
 def _parse_3164(
     pri: int, rest: bytes, received: float, source: str, tz: _dt.tzinfo, note: str | None
 ) -> SyslogRecord:
@@ -447,9 +443,17 @@ def _parse_3164(
         mon, day, hh, mm, ss, year, colon = b.groups()
         have_ts = True
         cisco = colon == b":"
-        if year is not None:
+        stamp = b.group()
+        cached = _BSD_TEXT.get((stamp, tz))
+        # Still the latest year not more than a week after `received`? (Exact: the same date a
+        # year later is at least 365 days on.)
+        if cached is not None and (
+            year is not None or cached <= received + _WEEK < cached + 365 * 86400
+        ):
+            value: float | None = cached
+        elif year is not None:
             try:
-                value: float | None = _dt.datetime(
+                value = _dt.datetime(
                     int(year), _MONTHS[mon.decode()], int(day), int(hh), int(mm), int(ss),
                     tzinfo=tz,
                 ).timestamp()  # fmt: skip
@@ -459,6 +463,10 @@ def _parse_3164(
             value = bsd_timestamp(
                 _MONTHS[mon.decode()], int(day), int(hh), int(mm), int(ss), received, tz
             )
+        if value is not None and value is not cached:
+            if len(_BSD_TEXT) > 4096:
+                _BSD_TEXT.clear()
+            _BSD_TEXT[(stamp, tz)] = value
         if value is None:
             note = "bad-timestamp"
             original_ts = b.group().strip().decode("ascii", "backslashreplace")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from hastack.syslog.proto import (
     TcpFramer,
+    bsd_timestamp,
     encode_rfc5424,
     fast_line,
     format_line,
@@ -382,3 +383,33 @@ def test_octet_framer_printable_flag_is_honest(
     got += [fr for fr, _ in f.close()]
     if all(len(m) <= 480 for m in msgs):
         assert got == msgs
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1_700_000_000, 1_900_000_000), min_size=1, max_size=6),
+    st.sampled_from(
+        [b"Jan  1 00:00:00", b"Dec 31 23:59:59", b"Feb 29 12:00:00", b"Jul 14 08:00:00"]
+    ),
+)
+def test_bsd_timestamp_memo_matches_direct_computation(received: list[int], stamp: bytes) -> None:
+    for now in received:
+        r = parse_message(b"<13>" + stamp + b" h t: x", received=float(now))
+        mon, day, hms = stamp.split(None, 2)
+        hh, mm, ss = (int(x) for x in hms.split(b":"))
+        months = [
+            "Jan",
+            "Feb",
+            "Mar",
+            "Apr",
+            "May",
+            "Jun",
+            "Jul",
+            "Aug",
+            "Sep",
+            "Oct",
+            "Nov",
+            "Dec",
+        ]
+        want = bsd_timestamp(months.index(mon.decode()) + 1, int(day), hh, mm, ss, now, dt.UTC)
+        assert (r.ts if r.note is None else None) == want
