@@ -53,6 +53,7 @@ def _tz(name: str) -> _dt.tzinfo:
 
 
 UDP_BATCH_INTERVAL = 0.005  # seconds UDP lines may wait to be batched into one write
+FOLLOW_QUEUE_LINES = 10_000  # lines queued per `logs tail -f` follower before dropping
 
 
 class Writer:
@@ -345,6 +346,7 @@ class SyslogService(Service):
         self.disk_full_events = s.counter("disk_full_events", "times writing stopped")
         self.idle_closed = s.counter("idle_closed", "TCP connections closed by idle_timeout")
         self.forward_sent = s.counter("forward_sent", "messages relayed upstream")
+        self.follow_dropped = s.counter("follow_dropped", "lines a slow follower missed")
         s.counter("tcp_messages", "messages received over TCP")
         s.counter("tls_messages", "messages received over TLS")
 
@@ -533,8 +535,11 @@ class SyslogService(Service):
 
     def _publish(self, line: str) -> None:
         for flt, q in list(self.subscribers):
-            if q.qsize() < 10000 and flt.match_line(line):
-                q.put_nowait(line)
+            if flt.match_line(line):
+                if q.qsize() < FOLLOW_QUEUE_LINES:
+                    q.put_nowait(line)
+                else:  # a follower that reads slower than logs arrive misses lines
+                    self.follow_dropped.value += 1
 
     def ingest(
         self, frames: list[tuple[bytes, bool]], source: str, printable: bool = False
