@@ -92,6 +92,14 @@ class SyslogConfig(ServiceConfig):
     forward: Address | None = setting(
         None, help="relay every message to this collector (RFC 5424, octet counting over TCP)"
     )
+    forward_tls: bool = setting(False, help="relay over TLS (RFC 5425) instead of plain TCP")
+    forward_tls_ca_file: Path | None = setting(
+        None, help="CAs that sign the forward target's certificate (default: the system's)"
+    )
+    forward_tls_cert_file: Path | None = setting(
+        None, help="client certificate for a target that wants mutual TLS"
+    )
+    forward_tls_key_file: Path | None = setting(None, help="key of forward_tls_cert_file")
     forward_max_queue_bytes: int = setting(
         256 * 1024 * 1024, min=65536, help="disk-backed forward queue bound; newer are dropped"
     )
@@ -109,6 +117,8 @@ class SyslogConfig(ServiceConfig):
         no_cert = self.tls_cert_file is None or self.tls_key_file is None
         if self.tls_listen is not None and no_cert:
             yield ("tls_listen", "needs tls_cert_file and tls_key_file")
+        if (self.forward_tls_cert_file is None) != (self.forward_tls_key_file is None):
+            yield ("forward_tls_cert_file", "give both forward_tls_cert_file and _key_file")
         listeners = (self.udp_listen, self.tcp_listen, self.tls_listen, self.unix_listen)
         if all(x is None for x in listeners):
             yield ("tcp_listen", "no listener: set udp/tcp/tls/unix_listen")

@@ -654,13 +654,20 @@ class SyslogService(Service):
         reader_pool = ThreadPoolExecutor(1, thread_name_prefix="syslog-forward")
         delay = self.cfg.forward_reconnect_interval
         chunk_bytes = max(256 * 1024, 2 * self.cfg.max_message_bytes + 32)
+        tls = self._forward_tls_context()
         try:
             while True:
                 try:
                     reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(target.host, target.port), 30.0
+                        asyncio.open_connection(
+                            target.host,
+                            target.port,
+                            ssl=tls,
+                            server_hostname=target.host if tls is not None else None,
+                        ),
+                        30.0,
                     )
-                except (OSError, TimeoutError) as exc:
+                except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
                     self.log.debug("forward: connect to %s failed: %s", target, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
@@ -690,6 +697,16 @@ class SyslogService(Service):
                 await asyncio.sleep(delay)
         finally:
             reader_pool.shutdown(wait=False)
+
+    def _forward_tls_context(self) -> ssl.SSLContext | None:
+        cfg = self.cfg
+        if not cfg.forward_tls:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cfg.forward_tls_ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 9662
+        if cfg.forward_tls_cert_file is not None and cfg.forward_tls_key_file is not None:
+            ctx.load_cert_chain(cfg.forward_tls_cert_file, cfg.forward_tls_key_file)
+        return ctx
 
     # ---- admin: reading
 

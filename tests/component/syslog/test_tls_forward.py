@@ -117,3 +117,36 @@ async def test_forwarding_survives_upstream_down(tmp_path: Path, host: HostConfi
             assert sorted(got, key=int) == [str(i) for i in range(100)]
         w.close()
         assert relay.stats.snapshot()["forward_dropped"] == 0
+
+
+async def test_forwarding_over_mutual_tls(
+    tmp_path: Path, host: HostConfig, cert: tuple[Path, Path]
+) -> None:
+    crt, key = cert
+    up_cfg = make_config(
+        tmp_path / "up",
+        udp_listen=None,
+        tcp_listen=None,
+        tls_listen=Address("127.0.0.1", 0),
+        tls_cert_file=crt,
+        tls_key_file=key,
+        tls_ca_file=crt,
+    )
+    async with running_service(SyslogService, up_cfg, host) as up:
+        _, port = up.addresses()["tls"].rsplit(":", 1)
+        cfg = make_config(
+            tmp_path / "relay",
+            forward=Address("localhost", int(port)),
+            forward_tls=True,
+            forward_tls_ca_file=crt,
+            forward_tls_cert_file=crt,
+            forward_tls_key_file=key,
+            forward_reconnect_interval=0.05,
+        )
+        async with running_service(SyslogService, cfg, host) as relay:
+            _, w = await asyncio.open_connection(*addr(relay, "tcp"))
+            w.write(b"<134>1 - web1 nginx - - - relayed over tls\n")
+            (line,) = await wait_lines(up.root, 1)
+            w.close()
+            assert relay.stats.snapshot()["forward_connected"] == 1
+    assert line.endswith(" web1 nginx - - local0.info fmt=5424,src=127.0.0.1 - relayed over tls")
