@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import re
@@ -30,7 +31,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,8 +200,10 @@ def fill(port: int, items: int) -> None:
     assert m is not None and int(m.group(1)) == items, "items were evicted: raise memory"
 
 
-def memory_run(start: object, items: int) -> dict[str, float]:
-    with start() as handle:  # type: ignore[operator]
+def memory_run(
+    start: Callable[[], contextlib.AbstractContextManager[Handle]], items: int
+) -> dict[str, float]:
+    with start() as handle:
         time.sleep(0.5)
         before = rss_bytes(handle.pid)
         fill(handle.port, items)
@@ -226,6 +229,10 @@ def memcslap(handle: Handle, test: str, per_thread: int = 20000) -> dict[str, fl
     return {"ops_s": int(found.group(1)) / float(found.group(2))}
 
 
+def _memcslap_run(test: str, handle: Handle) -> dict[str, float]:
+    return memcslap(handle, test)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
@@ -245,13 +252,13 @@ def main() -> None:
     if not args.no_memcslap and shutil.which("memcslap"):
         for test in ("set", "get"):
             groups[f"memcslap --test={test} -c 8"] = run_interleaved(
-                subjects, lambda h, t=test: memcslap(h, t), runs=args.runs, label="memcslap"
+                subjects, functools.partial(_memcslap_run, test), runs=args.runs, label="memcslap"
             )
     mem: dict[str, list[dict[str, float]]] = {"hastack": [], "memcached": []}
     for i in range(max(1, args.runs // 2 + 1)):
         for name, start in (("hastack", start_hastack), ("memcached", start_memcached)):
             print(f"  memory run {i + 1}: {name} ...", end="", flush=True)
-            row = memory_run(lambda s=start: s(1024), args.items)  # type: ignore[misc]
+            row = memory_run(functools.partial(start, 1024), args.items)
             mem[name].append(row)
             print(f" {row['rss_bytes_per_item']:.0f} B/item", flush=True)
     groups[f"memory, {args.items:,} x 100 B items"] = mem

@@ -120,6 +120,11 @@ def write_png(curves: list[ServerCurve], path: Path) -> None:
     configured = sum(c.limit_maxbytes for c in curves) / (1024 * 1024)
     if configured <= top:
         ax.axvline(configured, linestyle="--", color="grey", label="configured memory")
+    used = sum(c.bytes_used for c in curves) / (1024 * 1024)
+    hits = sum(c.get_hits for c in curves)
+    lookups = hits + sum(c.get_misses for c in curves)
+    if lookups:
+        ax.plot([used], [hits / lookups], "o", color="black", label="observed now")
     ax.set_xlabel("cache memory (MB, all servers)")
     ax.set_ylabel("hit ratio")
     ax.set_ylim(0, 1)
