@@ -302,6 +302,30 @@ class CacheClient:
         except ServerDown:
             return False
 
+    async def set_many(
+        self, items: dict[bytes, bytes], exptime: int = 0, flags: int = 0
+    ) -> dict[bytes, bool]:
+        """Pipelined: all sets for one server in one write, replies read in order."""
+        by_server: dict[int, list[bytes]] = {}
+        for key in items:
+            by_server.setdefault(self._index(key), []).append(key)
+
+        async def one(idx: int, keys: list[bytes]) -> dict[bytes, bool]:
+            request = b"".join(encode_store(b"set", k, items[k], flags, exptime) for k in keys)
+            try:
+                replies = await self._call(idx, request, lines=len(keys))
+            except ServerDown:
+                return dict.fromkeys(keys, False)
+            return {
+                k: isinstance(r, Line) and r.line == b"STORED"
+                for k, r in zip(keys, replies, strict=True)
+            }
+
+        out: dict[bytes, bool] = {}
+        for part in await asyncio.gather(*(one(i, ks) for i, ks in by_server.items())):
+            out.update(part)
+        return out
+
     async def add(self, key: bytes, value: bytes, exptime: int = 0, flags: int = 0) -> bool:
         reply = await self._simple(key, encode_store(b"add", key, value, flags, exptime))
         return reply == b"STORED"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import pytest
 
@@ -26,8 +27,10 @@ async def test_routing_multiget_and_failover() -> None:
         client = CacheClient(addrs, pool_size=2, timeout=5, failure_limit=1, retry_interval=3600)
         try:
             keys = [b"user:%d" % i for i in range(300)]
-            results = await asyncio.gather(*(client.set(k, b"v" + k) for k in keys))
+            results = await asyncio.gather(*(client.set(k, b"v" + k) for k in keys[:150]))
             assert all(results)
+            stored = await client.set_many({k: b"v" + k for k in keys[150:]})
+            assert stored == dict.fromkeys(keys[150:], True)
             # each key lives exactly on the server ketama names
             for k in keys[:50]:
                 idx = client.ketama.server_index(k)
@@ -59,4 +62,11 @@ async def test_routing_multiget_and_failover() -> None:
         lost = [k for k in survivors if k not in got]
         assert lost  # the victim's keys are gone
         assert all(client.ketama.server_index(k) != victim for k in lost)
+        # after retry_interval the dead server is tried again (and ejected again)
+        client.servers[victim].next_retry = time.monotonic() - 1
+        assert client.server_for(b"user:7") is not None
+        assert victim in client._live
+        await client.get_many(keys)  # its keys fail once more: ejected again
+        assert client.servers[victim].next_retry > time.monotonic()
+        assert client.server_for(b"user:7") is not client.servers[victim]
         await client.close()
