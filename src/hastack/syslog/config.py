@@ -15,11 +15,12 @@ class SyslogConfig(ServiceConfig):
     """[syslog]: RFC 3164/5424 collector over UDP, TCP and TLS, storing files per host/program."""
 
     # ---- receiving
+    # No listener is on by default (TOML cannot unset a key): name each one you want.
     udp_listen: Address | None = setting(
-        Address("127.0.0.1", 5514), help="UDP listener (RFC 5426; the standard port is 514)"
+        None, help="UDP listener (RFC 5426; the standard port is 514)"
     )
     tcp_listen: Address | None = setting(
-        Address("127.0.0.1", 5514), help="TCP listener (RFC 6587 octet counting or LF/NUL)"
+        None, help="TCP listener (RFC 6587 octet counting or LF/NUL framing)"
     )
     tls_listen: Address | None = setting(
         None, help="TLS listener (RFC 5425, octet counting; the standard port is 6514)"
@@ -123,9 +124,7 @@ class SyslogConfig(ServiceConfig):
         if all(x is None for x in listeners):
             yield ("tcp_listen", "no listener: set udp/tcp/tls/unix_listen")
         try:
-            self.path_template.format(
-                host="h", program="p", facility="f", severity="s", date="d"
-            )
+            self.path_template.format(host="h", program="p", facility="f", severity="s", date="d")
         except (KeyError, IndexError, ValueError) as exc:
             yield ("path_template", f"bad template: {exc!r}")
         if self.path_template.startswith("/") or ".." in self.path_template.split("/"):
