@@ -79,10 +79,12 @@ class Engine:
         mrc: MissRatioCurve | None = None,
         hotkeys: HotKeys | None = None,
         conns_stats: ServerStats | None = None,
+        flush_enabled: bool = True,  # memcached -F turns flush_all off
     ) -> None:
         self.state = state
         self.server_stats = server_stats or (lambda: [])
         self.conns_stats = conns_stats or (lambda: [])
+        self.flush_enabled = flush_enabled
         self.settings = settings or (lambda: [])
         self.mrc = mrc
         self.hotkeys = hotkeys
@@ -376,6 +378,9 @@ class Engine:
         return b"" if ev.noreply else b"TOUCHED\r\n"
 
     def _flush(self, ev: FlushAll, now: int) -> bytes:
+        if not self.flush_enabled:
+            self.state.cmd_flush += 1
+            return b"" if ev.noreply else b"CLIENT_ERROR flush_all not allowed\r\n"
         if ev.error:
             self.state.cmd_flush += 1
             return b"" if ev.noreply else ev.error

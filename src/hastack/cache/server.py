@@ -203,9 +203,8 @@ class CacheService(Service):
             mrc=self.mrc,
             hotkeys=self.hotkeys,
             conns_stats=self._conns_stats,
+            flush_enabled=config.flush_enabled,
         )
-        if not config.flush_enabled:
-            self.engine._dispatch[proto.FlushAll] = self._flush_refused  # type: ignore[assignment]
         self.conns: set[CacheProtocol] = set()
         self.now = int(time.time())  # one shared int per second: items stamped alike share it
         self.bytes_read = 0
@@ -219,10 +218,6 @@ class CacheService(Service):
         if t != self.now:
             self.now = t
         return self.now
-
-    @staticmethod
-    def _flush_refused(ev: proto.FlushAll, now: int) -> bytes:
-        return b"" if ev.noreply else b"CLIENT_ERROR flush_all not allowed\r\n"
 
     async def start(self) -> None:
         self.listener = await self.listen_tcp(
