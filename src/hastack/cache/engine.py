@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 from zlib import crc32
 
 from hastack.cache import proto
@@ -91,17 +92,18 @@ class Engine:
         self.verbosity = 0
         self._observing = mrc is not None or hotkeys is not None
         self._hot_left = hotkeys.sample if hotkeys is not None else 0
-        self._dispatch: dict[type, Callable[[Event, int], bytes]] = {
-            Get: self._get,  # type: ignore[dict-item]  # each handler takes its own event type
-            Store: self._store,  # type: ignore[dict-item]
-            Delete: self._delete,  # type: ignore[dict-item]
-            Arith: self._arith,  # type: ignore[dict-item]
-            Touch: self._touch,  # type: ignore[dict-item]
-            FlushAll: self._flush,  # type: ignore[dict-item]
-            Meta: self._meta,  # type: ignore[dict-item]
-            Simple: self._simple,  # type: ignore[dict-item]
-            Stats: self._stats,  # type: ignore[dict-item]
-            BadChunk: self._bad_chunk,  # type: ignore[dict-item]
+        # handler per event type (each takes its own event class, hence Any)
+        self._dispatch: dict[type, Callable[[Any, int], bytes]] = {
+            Get: self._get,
+            Store: self._store,
+            Delete: self._delete,
+            Arith: self._arith,
+            Touch: self._touch,
+            FlushAll: self._flush,
+            Meta: self._meta,
+            Simple: self._simple,
+            Stats: self._stats,
+            BadChunk: self._bad_chunk,
         }
 
     def execute(self, ev: Event, now: int) -> bytes:

@@ -15,7 +15,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from hastack.cache import proto
 from hastack.cache.config import CacheConfig
@@ -91,7 +91,7 @@ class CacheProtocol(ConnectionProtocol):
         sock = transport.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
         high = self._svc.cfg.max_write_buffer_bytes
-        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
+        cast(asyncio.Transport, transport).set_write_buffer_limits(high=high, low=high // 4)
         self._svc.conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
