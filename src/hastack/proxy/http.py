@@ -120,9 +120,13 @@ class HTTPProtocol(ConnectionProtocol):
         fut = loop.create_future()
         self._waiter = fut
         if timeout is not None:
-            self._deadline = loop.time() + timeout
-            if self._timer is None:
-                self._timer = loop.call_at(self._deadline, self._on_timer)
+            deadline = self._deadline = loop.time() + timeout
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                # none armed, or armed for a later, longer timeout: arm for this one
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._on_timer)
         try:
             await fut
         finally:

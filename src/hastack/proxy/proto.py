@@ -83,6 +83,7 @@ _TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 # Request-target: visible ASCII (no spaces, no controls); high bytes are rejected too.
 _TARGET = bytes(range(0x21, 0x7F))
 _HEX = b"0123456789abcdefABCDEF"
+_CTL_EXCEPT_TAB = bytes([*range(0, 9), *range(10, 32), 127])
 _DIGITS = b"0123456789"
 # One header line of a well-formed CRLF head (the fast path; see _parse_head).
 _HEADER_LINE = re.compile(rb"(?m)^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*)\r\n")
@@ -701,6 +702,8 @@ class HTTPConnection:
                 del buf[: idx + 1]
                 if line[-1:] == b"\r":
                     line = line[:-1]
+                if line.translate(None, _CTL_EXCEPT_TAB) != line:
+                    raise self._fail(400, "control character in chunk size line")
                 size_s = line.split(b";", 1)[0].strip(b" \t")
                 if not size_s or size_s.translate(None, _HEX) or len(size_s) > 15:
                     raise self._fail(400, "invalid chunk size")

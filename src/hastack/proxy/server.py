@@ -606,9 +606,14 @@ class ProxyService(Service):
         affinity = cookie.decode("latin-1") if cookie is not None else None
         tried: list[str] = []
         last_status = 502
-        for attempt in range(attempts):
-            if attempt:
+        attempt = 0
+        stale_retry = False  # this pass repeats one that failed on a stale pooled connection
+        stale_used = False
+        while attempt < attempts:
+            if attempt and not stale_retry:
                 front.c_retries.value += 1
+            stale_retry = False
+            attempt += 1
             try:
                 b = pool.try_acquire(tried, affinity) or await pool.acquire(tuple(tried), affinity)
             except PoolUnavailable as exc:
@@ -651,6 +656,14 @@ class ProxyService(Service):
                 except (ProtocolError, ConnectionError, OSError, TimeoutError) as exc:
                     up.abort()
                     timed_out = isinstance(exc, TimeoutError)
+                    if up.uses and not timed_out and not has_body and not up.parser.in_body:
+                        # A reused keep-alive connection that the backend had already closed:
+                        # not the backend's fault. Try again on a fresh connection, once.
+                        pool.idle.drop(b.key)
+                        if not stale_used:
+                            stale_used = stale_retry = True
+                            attempt -= 1
+                            continue
                     if b.response_error(
                         time.monotonic(), pc.health.error_limit, pc.health.eject_interval
                     ):
@@ -662,6 +675,9 @@ class ProxyService(Service):
                     last_status = 504 if timed_out else 502
                     b.record(last_status, time.monotonic() - started)
                     continue
+                except (ClientError, asyncio.CancelledError):
+                    up.abort()  # a half-sent request must not go back to the pool
+                    raise
                 finally:
                     waiting.discard(up)
                 return await self.relay(conn, req, pool, b, up, resp, started, allow_reproxy)
@@ -901,6 +917,17 @@ class ProxyService(Service):
         lines = [k + b": " + v + b"\r\n" for k, v in app_headers]
         chunk_out = False
         keep = req.keep_alive and not conn.closing
+        if st == 416:
+            # Nothing worth relaying in the body (and storage nodes often send it unframed).
+            sconn.close()
+            cr = sresp.header(b"content-range")
+            if cr is not None:
+                lines.append(b"Content-Range: " + cr + b"\r\n")
+            lines.append(b"Content-Length: 0\r\n")
+            if not keep:
+                lines.append(b"Connection: close\r\n")
+            conn.write(b"HTTP/1.1 416 %s\r\n%s\r\n" % (reason_phrase(416), b"".join(lines)))
+            return keep
         if sresp.content_length is not None:
             lines.append(b"Content-Length: %d\r\n" % sresp.content_length)
         elif req.method == b"HEAD":

@@ -109,7 +109,7 @@ async def test_max_connections_queue_overflow_and_timeout() -> None:
             max_connections_per_backend=1,
             max_queue=1,
             queue_timeout=0.5,
-            response_timeout=3.0,
+            response_timeout=1.5,
             retries=0,
         )
         async with run_proxy(table) as svc:
@@ -203,3 +203,33 @@ async def test_reload_keeps_in_flight_requests() -> None:
                 r = await pending
                 assert r.status == 200 and await r.text() == "slow done"
                 r.release()
+
+
+async def test_stale_pooled_connection_is_retried_on_a_fresh_one() -> None:
+    """A backend that drops a keep-alive connection instead of answering its second request
+    (the idle-close race) costs no error, even for a non-idempotent bodyless request."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if served == 1:
+                writer.close()  # closes instead of answering the second request
+                return
+            served += 1
+            assert head
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with run_proxy(pool_table([f"127.0.0.1:{port}"], health={"enabled": False})) as svc:
+            h, p = proxy_addr(svc)
+            async with aiohttp.ClientSession() as s:
+                for method in ("GET", "POST", "DELETE"):
+                    async with s.request(method, f"http://{h}:{p}/x") as r:
+                        assert r.status == 200, method
+            assert svc.pools["apps"].state.backends[0].failures == 0
+    finally:
+        server.close()

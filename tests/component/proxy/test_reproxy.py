@@ -129,6 +129,9 @@ async def test_range_and_416(storage_root: Path) -> None:
             assert r.headers["Content-Range"] == "bytes 10-19/1000"
         async with s.get(base + "/file/a", headers={"Range": "bytes=5000-"}) as r:
             assert r.status == 416
+            assert r.headers["Content-Range"] == "bytes */1000"
+        async with s.get(base + "/file/a") as r:  # the connection is still good
+            assert r.status == 200
 
 
 async def test_reproxy_file(storage_root: Path, tmp_path: Path) -> None:
