@@ -329,6 +329,7 @@ class HTTPConnection:
         self._out_remaining: int | None = None
         self._out_no_body = False
         self._pending_eom = False
+        self._direct: bytes | None = None  # see receive_data
         # Keep-alive verdict of the last complete message head.
         self.keep_alive = True
 
@@ -337,14 +338,23 @@ class HTTPConnection:
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the socket; ``b""`` means the peer closed (EOF)."""
         if data:
-            self._buf += data
+            if self._direct is not None:
+                self._buf += self._direct
+                self._direct = None
+            if self._state == _LENGTH and not self._buf:
+                # Body bytes arriving on an empty buffer are kept as they are and handed out
+                # as Data without being copied into (and out of) the bytearray.
+                self._direct = data
+            else:
+                self._buf += data
         else:
             self._eof = True
 
     @property
     def buffered(self) -> int:
         """Bytes received but not turned into events yet (pipelined requests, early body)."""
-        return len(self._buf)
+        d = self._direct
+        return len(self._buf) + (len(d) if d is not None else 0)
 
     @property
     def in_body(self) -> bool:
@@ -367,6 +377,19 @@ class HTTPConnection:
                 return EndOfMessage()
             return self._next_head()
         if st == _LENGTH:
+            d = self._direct
+            if d is not None:
+                self._direct = None
+                n = self._remaining
+                if len(d) > n:
+                    self._buf += d[n:]  # the next message (pipelined) starts in this chunk
+                    d = d[:n]
+                n -= len(d)
+                self._remaining = n
+                if n == 0:
+                    self._state = _HEAD
+                    self._pending_eom = True
+                return Data(d)
             buf = self._buf
             if not buf:
                 if self._eof:
@@ -790,6 +813,9 @@ class HTTPConnection:
 
     def take_buffered(self) -> bytes:
         """Remove and return unparsed bytes (e.g. to hand a connection over)."""
+        if self._direct is not None:
+            self._buf += self._direct
+            self._direct = None
         data = bytes(self._buf)
         self._buf.clear()
         return data

@@ -835,6 +835,8 @@ class ProxyService(Service):
                         pending = []
                         if conn.write_paused:
                             await conn.drain(send_timeout)
+                    if conn.closed:
+                        return False  # the client left: stop reading the rest
                     ev = await up.next_event(read_timeout)
                 if isinstance(ev, Data):
                     if chunk_out:
