@@ -437,9 +437,10 @@ class ServerCodec:
             pos = self._pos
             nl = buf.find(b"\n", pos)
             if nl < 0:
-                if len(buf) - pos > self.max_line_bytes:
-                    self._check_long_line()
-                self._need = -1
+                if len(buf) > pos:  # a partial line: hold further pieces until a newline
+                    if len(buf) - pos > self.max_line_bytes:
+                        self._check_long_line()
+                    self._need = -1
                 return None
             self._long_line_ok = False
             self._pos = nl + 1

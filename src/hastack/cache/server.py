@@ -129,7 +129,7 @@ class CacheProtocol(ConnectionProtocol):
             return
         codec = self._codec
         dispatch = self._engine._dispatch
-        now = self._svc.clock()
+        now = self._svc.now
         out: list[bytes] = []
         size = 0
         while True:
@@ -160,7 +160,9 @@ class CacheProtocol(ConnectionProtocol):
                     if self._paused:
                         return  # the rest stays in the codec until resume_writing
         if out:
-            self._write(out)
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self._svc.bytes_written += len(data)
+            transport.write(data)
         if self._eof:
             transport.close()
 
@@ -210,6 +212,7 @@ class CacheService(Service):
         self.bytes_read = 0
         self.bytes_written = 0
         self.listener: TcpListener | None = None
+        self._ticker: asyncio.TimerHandle | None = None
         self._register_stats()
 
     def clock(self) -> int:
@@ -219,6 +222,13 @@ class CacheService(Service):
             self.now = t
         return self.now
 
+    def _tick(self) -> None:
+        """Like memcached's clock_handler: ``now`` is refreshed by a timer, once a second (just
+        after each whole second), so the request path reads an attribute, not the clock."""
+        self.clock()
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_later(1.0005 - time.time() % 1.0, self._tick)
+
     async def start(self) -> None:
         self.listener = await self.listen_tcp(
             self.cfg.listen,
@@ -227,10 +237,16 @@ class CacheService(Service):
             max_connections=self.cfg.max_connections,
             on_reject=_reject,
         )
+        self._tick()
         self.spawn(self._expiry_loop(), name="expiry")
         if self.cfg.idle_timeout > 0:
             self.spawn(self._idle_loop(), name="idle")
         self.log.info("cache listening on %s", self.listener.address)
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
 
     async def _expiry_loop(self) -> None:
         """Memcached's LRU crawler, simplified: sweep every key in slices, yielding between."""
