@@ -91,7 +91,7 @@ class Engine:
         self.hotkeys = hotkeys
         self.verbosity = 0
         self._observing = mrc is not None or hotkeys is not None
-        self._hot_left = hotkeys.sample if hotkeys is not None else 0
+        self._hot_left = hotkeys.next_gap() if hotkeys is not None else 0
         # handler per event type (each takes its own event class, hence Any)
         self._dispatch: dict[type, Callable[[Any, int], bytes]] = {
             Get: self._get,
@@ -128,7 +128,7 @@ class Engine:
                 left -= 1
                 if not left:
                     hot.add_sampled(key)
-                    left = hot.sample
+                    left = hot.next_gap()
             self._hot_left = left
 
     def _get(self, ev: Get, now: int) -> bytes:
@@ -148,7 +148,7 @@ class Engine:
                 self._hot_left -= 1
                 if not self._hot_left:
                     hot.add_sampled(key)
-                    self._hot_left = hot.sample
+                    self._hot_left = hot.next_gap()
             st.cmd_get += 1
             it = st.fetch(key, now)
             if it is None:

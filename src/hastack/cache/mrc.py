@@ -9,13 +9,14 @@ of ``C`` items hits exactly the accesses whose distance is below ``C``. When mor
 ``max_keys`` keys are tracked the rate is lowered and keys above the new threshold are dropped
 (SHARDS with a fixed memory bound), so memory is O(max_keys) whatever the workload.
 
-``HotKeys`` is the Space-Saving algorithm (Metwally et al. 2005) over a 1-in-``sample`` subsample
-of accesses: ``capacity`` counters, each with its overestimation error.
+``HotKeys`` is the Space-Saving algorithm (Metwally et al. 2005) over a random 1-in-``sample``
+subsample of accesses: ``capacity`` counters, each with its overestimation error.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import zlib
 from collections.abc import Iterable
 
@@ -211,12 +212,20 @@ class HotKeys:
         self.errors: dict[bytes, int] = {}
         self._buckets: dict[int, set[bytes]] = {}
         self._min = 0
-        self._n = 0
+        self._rng = random.Random()
+        self._left = self.next_gap()
+
+    def next_gap(self) -> int:
+        """Accesses until the next sampled one: uniform on 1 .. 2*sample-1 (mean ``sample``).
+        A random gap, because a fixed 1-in-N stride aliases with periodic access patterns
+        (alternating keys would only ever sample one of them)."""
+        return self._rng.randint(1, 2 * self.sample - 1)
 
     def add(self, key: bytes) -> None:
-        self._n += 1
-        if self._n % self.sample:
+        self._left -= 1
+        if self._left:
             return
+        self._left = self.next_gap()
         self.add_sampled(key)
 
     def add_sampled(self, key: bytes) -> None:

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from aiohttp import web
+
 from hastack.cache import proto
 from hastack.cache.config import CacheConfig
 from hastack.cache.engine import Engine, Quit
@@ -385,6 +387,34 @@ class CacheService(Service):
             return self.listener.counters()[key] if self.listener is not None else 0
 
         return get
+
+    def admin_routes(self) -> list[web.RouteDef]:
+        return [web.get("/mrc", self._admin_mrc), web.get("/hotkeys", self._admin_hotkeys)]
+
+    async def _admin_mrc(self, request: web.Request) -> web.Response:
+        """The live miss-ratio curve as JSON: what `hastack cache size-estimate` reads."""
+        if self.mrc is None:
+            return web.json_response({"error": "mrc disabled (mrc_sample_rate = 0)"}, status=404)
+        st = self.state
+        per_item = st.bytes / len(st.items) if st.items else 0.0
+        lines = dict(self.mrc.stats_lines(per_item))
+        points = [
+            {"items": float(k.split(":", 1)[1]), "bytes": float(k.split(":", 1)[1]) * per_item,
+             "miss_ratio": float(str(v))}
+            for k, v in lines.items() if k.startswith("mrc:")
+        ]  # fmt: skip
+        return web.json_response(
+            {"sample_rate": self.mrc.rate, "accesses": self.mrc.accesses,
+             "bytes_per_item": per_item, "points": points}
+        )  # fmt: skip
+
+    async def _admin_hotkeys(self, request: web.Request) -> web.Response:
+        if self.hotkeys is None:
+            return web.json_response({"error": "hot keys disabled"}, status=404)
+        top = self.hotkeys.top(int(request.query.get("n", "10")))
+        return web.json_response(
+            [{"key": k.decode("latin-1"), "count": c, "error": e} for k, c, e in top]
+        )
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         return True, {"curr_items": len(self.state.items), "bytes": self.state.bytes}

@@ -178,3 +178,29 @@ async def test_half_close_while_paused_still_answers_everything() -> None:
             total += len(chunk)
         assert total == 2000 * len(b"VALUE v 0 5000\r\n" + b"y" * 5000 + b"\r\nEND\r\n")
         writer.close()
+
+
+async def test_admin_routes_serve_the_curve_and_hot_keys() -> None:
+    import aiohttp
+
+    from hastack.core.admin import AdminServer
+
+    async with running_service(CacheService, config(mrc_sample_rate=1.0)) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        requests = b"".join(b"get hot\r\nget k%d\r\n" % i for i in range(200))
+        await roundtrip(port, b"set hot 0 0 1\r\nx\r\n" + requests + b"mn\r\n", b"MN\r\n")
+        admin = AdminServer(svc, Address("127.0.0.1", 0))
+        await admin.start()
+        try:
+            assert admin.address is not None
+            base = f"http://{admin.address.host}:{admin.address.port}"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(base + "/mrc") as resp:
+                    mrc = await resp.json()
+                async with http.get(base + "/hotkeys?n=3") as resp:
+                    hot = await resp.json()
+        finally:
+            await admin.stop()
+        assert mrc["accesses"] == 400 and mrc["points"]
+        assert hot[0]["key"] == "hot"
