@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -37,12 +39,10 @@ def wait_ready(port: int, timeout: float = 15.0) -> None:
 
 @pytest.fixture(scope="session")
 def memcached_port() -> Iterator[int]:
-    if not shutil.which("memcached") and not shutil.os.path.exists(MEMCACHED):  # type: ignore[attr-defined]
-        pytest.fail("memcached is not installed (Debian package memcached)")
+    if not os.path.exists(MEMCACHED):
+        pytest.fail("memcached is not installed (Debian package memcached, .ci/apt-packages.txt)")
     port = free_port()
     argv = [MEMCACHED, "-U", "0", "-t", "1", "-m", "64", "-l", "127.0.0.1", "-p", str(port)]
-    import os
-
     if os.geteuid() == 0:
         argv += ["-u", "nobody"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -88,8 +88,6 @@ def hastack_cache() -> Iterator[ThreadedCache]:
 
 @pytest.fixture
 def three_caches() -> Iterator[list[ThreadedCache]]:
-    import contextlib
-
     with contextlib.ExitStack() as stack:
         yield [
             stack.enter_context(ThreadedCache(CacheConfig(listen=Address("127.0.0.1", 0))))
