@@ -275,8 +275,10 @@ class _Loader:
         origin = get_origin(hint)
         if origin in (Union, types.UnionType):
             options = [a for a in get_args(hint) if a is not type(None)]
-            # TOML has no null; an optional key is simply left out. Accept "" for paths/addresses
-            # only if the non-None type accepts it.
+            # TOML has no null. An optional key is normally left out; to switch off a setting
+            # whose default is not None (a listener that is on by default), write `false`.
+            if raw is False and type(None) in get_args(hint) and bool not in options:
+                return None
             if len(options) == 1:
                 return self._convert(options[0], raw, where)
             for option in options:
@@ -392,7 +394,8 @@ def _check_range(field: dataclasses.Field[Any], value: Any) -> str | None:
 def _expected(hint: Any) -> str:
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
-        return " or ".join(_expected(a) for a in get_args(hint) if a is not type(None))
+        text = " or ".join(_expected(a) for a in get_args(hint) if a is not type(None))
+        return text + (" (false: off)" if type(None) in get_args(hint) else "")
     if origin is Literal:
         return "one of " + ", ".join(repr(c) for c in get_args(hint))
     if origin is tuple:

@@ -91,13 +91,12 @@ async def _serve(name: str, stack: StackConfig) -> int:
             if config.admin_listen is not None:
                 admin = AdminServer(service, config.admin_listen)
                 await admin.start()
+                service.admin_address = admin.address
         except OSError as exc:
             log.error("%s: cannot start: %s", name, exc)
             await service.stop()
             return 2
         addresses = service.addresses()
-        if admin is not None and admin.address is not None:
-            addresses["admin"] = str(admin.address)
         log.info("%s ready: %s", name, ", ".join(f"{k} {v}" for k, v in addresses.items()) or "-")
         notify({"event": "ready", "service": name, "pid": os.getpid(), "addresses": addresses})
         await stop_requested.wait()

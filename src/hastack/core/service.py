@@ -43,6 +43,8 @@ class Service(abc.ABC):
         self.udp_listeners: list[UdpListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        # Set by whoever runs the admin endpoint (lifecycle, test harness) once it is bound.
+        self.admin_address: Address | None = None
 
     # ---- to implement ------------------------------------------------------------------------
 
@@ -157,4 +159,6 @@ class Service(abc.ABC):
         out = {lst.name: str(lst.address) for lst in self.tcp_listeners}
         for udp in self.udp_listeners:
             out[udp.name] = str(udp.address)
+        if self.admin_address is not None:
+            out["admin"] = str(self.admin_address)
         return out

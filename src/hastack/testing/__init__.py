@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from hastack.config import HostConfig, ServiceConfig
+from hastack.core.admin import AdminServer
 from hastack.core.lifecycle import NOTIFY_FD_ENV
 from hastack.core.service import Service
 
@@ -34,16 +35,29 @@ S = TypeVar("S", bound=Service)
 async def running_service(
     service_cls: type[S], config: ServiceConfig, host: HostConfig | None = None
 ) -> AsyncIterator[S]:
-    """Start ``service_cls(config)`` in this event loop; stop it gracefully afterwards."""
+    """Start ``service_cls(config)`` in this event loop; stop it gracefully afterwards.
+
+    With ``admin_listen`` in the config, the admin endpoint runs too; its bound address is in
+    ``service.addresses()["admin"]``, as in a real process's readiness announcement.
+    """
     if host is None:
         data_dir = Path(tempfile.mkdtemp(prefix="hastack-test-"))
         host = HostConfig(name="test-host", run_dir=data_dir / "run", data_dir=data_dir)
     service = service_cls(config, host)
     await service.start()
+    admin: AdminServer | None = None
     try:
+        if config.admin_listen is not None:
+            admin = AdminServer(service, config.admin_listen)
+            await admin.start()
+            service.admin_address = admin.address
         yield service
     finally:
-        await service.stop()
+        try:
+            await service.stop()
+        finally:
+            if admin is not None:
+                await admin.stop()
 
 
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:

@@ -207,3 +207,10 @@ def test_check_config_cli_accepts_a_good_file(
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert f"{path}: OK" in out and "max_connections" in out
+
+
+def test_false_switches_off_an_optional_setting() -> None:
+    cfg = config_from_dict(NestedConfig, {"limit": False, "admin_listen": False})
+    assert cfg.limit is None and cfg.admin_listen is None
+    with pytest.raises(ConfigError, match=r"\[test\].limit: expected an integer \(false: off\)"):
+        config_from_dict(NestedConfig, {"limit": True})
