@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -186,14 +187,55 @@ def crash_cleanup(config: ServiceConfig, host: HostConfig) -> None:
     daemon's address would otherwise stay up for good next to the new master's.
     """
     assert isinstance(config, HeartbeatConfig)
-    del host
-    manager = AddressManager()
+    host_name = host.name
+    # one `ip addr del` (~2 ms) beats building a pyroute2 socket in a fresh thread (~100 ms)
+    manager = AddressManager(use_pyroute2=shutil.which("ip") is None)
     try:
         for vip in configured_vips(config):
             if manager.remove(vip):
                 log.warning("crash cleanup: withdrew %s/%s from %s", vip.ip, vip.prefix, vip.dev)
     finally:
         manager.close()
+    # The address is gone, so resign on the dead daemon's behalf: peers take over in
+    # milliseconds instead of waiting dead_timeout (and need not fence a node that holds
+    # nothing). A fresh boot id keeps the replay guards happy; the restarted daemon's boot id
+    # will be larger still.
+    try:
+        send_resign(config, config.node or host_name)
+    except (OSError, ServiceError, ValueError) as exc:
+        log.error("crash cleanup: cannot send the resign message: %s", exc)
+
+
+def send_resign(cfg: HeartbeatConfig, node: str) -> int:
+    """Send one signed ``bye`` for ``node`` to every configured destination; returns the count."""
+    send_key, keys = load_keys(cfg)
+    codec = proto.Codec(keys, send_key, cluster=cfg.cluster)
+    msg = proto.Message(
+        type="bye", cluster=cfg.cluster, node=node, boot=time.time_ns(), seq=1,
+        timestamp=time.time(), priority=cfg.priority, address=cfg.address, state="backup",
+    )
+    data = codec.encode(msg)
+    dests = [(a.host, a.port) for a in cfg.unicast_peers]
+    if cfg.multicast_group is not None:
+        dests.append((cfg.multicast_group.host, cfg.multicast_group.port))
+    if cfg.broadcast is not None:
+        dests.append((cfg.broadcast.host, cfg.broadcast.port))
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        if cfg.broadcast is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if cfg.multicast_group is not None:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, cfg.multicast_ttl)
+            if cfg.multicast_interface:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                                socket.inet_aton(cfg.multicast_interface))
+        for dest in dests:
+            try:
+                sock.sendto(data, dest)
+                sent += 1
+            except OSError as exc:
+                log.debug("resign to %s failed: %s", dest, exc)
+    return sent
 
 
 # --- gratuitous ARP ------------------------------------------------------------------------
@@ -305,8 +347,6 @@ class HeartbeatService(Service):
         self._wake = asyncio.Event()
         self._work: asyncio.Queue[Action | CheckResources] = asyncio.Queue()
         self._last_status: dict[str, float] = {}
-        self._worker_idle = asyncio.Event()
-        self._worker_idle.set()
         self._atexit: Callable[[], None] | None = None
         self.started_resources: list[ResourceConfig] = []
         self.history: list[dict[str, Any]] = []  # recent transitions, for status

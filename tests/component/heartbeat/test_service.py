@@ -220,3 +220,19 @@ async def test_authkeys_file_mode_and_format(tmp_path: Path) -> None:
     keys.chmod(0o600)
     async with running_service(HeartbeatService, cfg) as svc:
         assert svc.codec is not None and svc.codec.keys == {1: b"secret"}
+
+
+async def test_crash_cleanup_resigns_for_the_dead_daemon(tmp_path: Path) -> None:
+    from hastack.heartbeat.server import crash_cleanup
+
+    async with cluster(3, tmp_path, quorum=True) as svcs:
+        await wait_for(lambda: masters(svcs) == ["n1"])
+        dead = svcs[0]
+        # "kill -9": n1 falls silent without resigning
+        dead.election.stopped = True
+        assert dead.udp is not None
+        dead.udp.transport.close()
+        await asyncio.to_thread(crash_cleanup, dead.cfg, dead.host)  # as the supervisor does
+        await wait_for(lambda: masters(svcs[1:]) == ["n2"])
+        assert svcs[1].election.peers["n1"].gone  # learned from the resign, not a timeout
+        assert svcs[1].stats.snapshot()["rejected_replay"] == 0

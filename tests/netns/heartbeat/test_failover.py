@@ -147,7 +147,7 @@ def test_ping_target_lost_gives_the_address_up(cluster: HaCluster) -> None:
         c.wait_for(lambda: c.holders() == ["n2"], 10, "n2 to take over")
         c.wait_served_by("n2", since=t_fault)
         st = c.ha_status("n1")
-        assert st["state"] == "fault" and st["faults"] == ["ping"]
+        assert st.get("state") == "fault" and st.get("faults") == ["ping"], st
     finally:
         _isolate(c, "n1", False)
         _isolate(c, "client", False)
