@@ -8,8 +8,9 @@ come from the ``server_stats`` callback so that ``stats`` is one place.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 from zlib import crc32
 
 from hastack.cache import proto
@@ -24,6 +25,7 @@ from hastack.cache.proto import (
     Arith,
     BadChunk,
     Delete,
+    Dump,
     Event,
     FlushAll,
     Get,
@@ -63,6 +65,16 @@ _TEXT_RESULT = [STORED, NOT_STORED, EXISTS, NOT_FOUND, proto.OUT_OF_MEMORY]
 _META_RESULT = [b"HD", b"NS", b"EX", b"NF", b""]
 
 
+class StreamReply:
+    """A reply too large to build at once (a key dump): the server writes its chunks one by
+    one, pausing with backpressure like any other reply."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+
+
 class Quit(Exception):
     """Raised by ``execute`` for ``quit``: the server closes the connection."""
 
@@ -93,7 +105,7 @@ class Engine:
         self._observing = mrc is not None or hotkeys is not None
         self._hot_left = hotkeys.next_gap() if hotkeys is not None else 0
         # handler per event type (each takes its own event class, hence Any)
-        self._dispatch: dict[type, Callable[[Any, int], bytes]] = {
+        self._dispatch: dict[type, Callable[[Any, int], bytes | StreamReply]] = {
             Get: self._get,
             Store: self._store,
             Delete: self._delete,
@@ -104,10 +116,12 @@ class Engine:
             Simple: self._simple,
             Stats: self._stats,
             BadChunk: self._bad_chunk,
+            Dump: self._dump,
         }
 
-    def execute(self, ev: Event, now: int) -> bytes:
-        """Apply one command; return its reply (b"" for none). Raises ``Quit`` for quit."""
+    def execute(self, ev: Event, now: int) -> bytes | StreamReply:
+        """Apply one command; return its reply (b"" for none; a ``StreamReply`` for a key
+        dump). Raises ``Quit`` for quit."""
         return self._dispatch[type(ev)](ev, now)
 
     # -- get family ----------------------------------------------------------------------------
@@ -661,6 +675,50 @@ class Engine:
             shown, exp, now - it.time, it.cas, b"yes" if it.bits & FETCHED else b"no",
             slab_class(size), size,
         )  # fmt: skip
+
+    # -- key dump --------------------------------------------------------------------------------
+    def _dump(self, ev: Dump, now: int) -> StreamReply:
+        if ev.error:
+            return StreamReply(iter((ev.error,)))
+        return self._metadump(ev, now)
+
+    def _metadump(self, ev: Dump, now: int) -> StreamReply:
+        """``lru_crawler metadump``: one line per live item, oldest first, then END.
+
+        Keys are listed from a snapshot of the key set taken now (8 bytes per key); items
+        deleted or expired meanwhile are skipped. Lines are written in 64 kB chunks."""
+        st = self.state
+        keys = list(st.items)
+        classes = ev.classes
+
+        def lines() -> Iterator[bytes]:
+            out: list[bytes] = []
+            size = 0
+            items = st.items
+            for key in keys:
+                it = items.get(key)
+                if it is None or (it.exptime and it.exptime <= now) or st._flushed(it, now):
+                    continue
+                d = it.data
+                nbytes = len(d) - d.index(b"\n") - 3
+                msize = memcached_size(key, it.flags, nbytes)
+                cls = slab_class(msize)
+                if classes is not None and cls not in classes:
+                    continue
+                line = b"key=%s exp=%d la=%d cas=%d fetch=%s cls=%d size=%d\n" % (
+                    quote(key, safe="").encode(), it.exptime or -1, it.time, it.cas,
+                    b"yes" if it.cb & FETCHED else b"no", cls, msize,
+                )  # fmt: skip
+                out.append(line)
+                size += len(line)
+                if size >= 65536:
+                    yield b"".join(out)
+                    out = []
+                    size = 0
+            out.append(END)
+            yield b"".join(out)
+
+        return StreamReply(lines())
 
     # -- stats -------------------------------------------------------------------------------------
     def _stats(self, ev: Stats, now: int) -> bytes:

@@ -215,6 +215,17 @@ class Simple(Event):
         self.arg = arg
 
 
+class Dump(Event):
+    """``lru_crawler metadump all|hash|<class>[,<class>...]``: ``classes`` None = every item.
+    ``error``: a bad class id (memcached checks it after refusing a pipelined metadump)."""
+
+    __slots__ = ("classes", "error")
+
+    def __init__(self, classes: frozenset[int] | None, error: bytes = b"") -> None:
+        self.classes = classes
+        self.error = error
+
+
 class Stats(Event):
     __slots__ = ("args",)
 
@@ -606,6 +617,19 @@ class ServerCodec:
             return Simple("cache_memlimit", noreply, mb)
         if cmd == b"shutdown":
             raise _error(SHUTDOWN_DISABLED)
+        if cmd == b"lru_crawler":
+            if n == 3 and tokens[1] == b"metadump":
+                if tokens[2] in (b"all", b"hash"):
+                    return Dump(None)
+                classes = set()
+                for part in tokens[2].split(b","):
+                    c = strtoul32(part)
+                    # memcached: POWER_SMALLEST (1) .. MAX_NUMBER_OF_SLAB_CLASSES - 1 (63)
+                    if c is None or not 1 <= c <= 63:
+                        return Dump(None, b"BADCLASS invalid class id\r\n")
+                    classes.add(c)
+                return Dump(frozenset(classes))
+            raise _error(ERROR)  # crawl/sleep/tocrawl/enable/disable: not offered
         if n >= 2 and tokens[-1].startswith(b"HTTP/"):
             raise ProtocolError("HTTP request on the memcached port", b"", fatal=True)
         raise _error(ERROR)

@@ -14,14 +14,14 @@ import asyncio
 import resource
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from aiohttp import web
 
 from hastack.cache import proto
 from hastack.cache.config import CacheConfig
-from hastack.cache.engine import Engine, Quit
+from hastack.cache.engine import Engine, Quit, StreamReply
 from hastack.cache.mrc import HotKeys, MissRatioCurve
 from hastack.cache.proto import ServerCodec
 from hastack.cache.state import CacheState
@@ -76,7 +76,9 @@ def _getter(obj: object, name: str) -> Callable[[], int]:
 
 
 class CacheProtocol(ConnectionProtocol):
-    __slots__ = ("_codec", "_engine", "_eof", "_paused", "_svc", "fd", "last_active")
+    __slots__ = (
+        "_codec", "_engine", "_eof", "_paused", "_stream", "_svc", "fd", "last_active",
+    )  # fmt: skip
 
     def __init__(self, service: CacheService) -> None:
         self._svc = service
@@ -85,6 +87,7 @@ class CacheProtocol(ConnectionProtocol):
         self._codec = ServerCodec(max_value_bytes=cfg.max_item_bytes)
         self._paused = False
         self._eof = False
+        self._stream: Iterator[bytes] | None = None  # a key dump being written
         self.fd = -1
         self.last_active = service.clock()
 
@@ -125,15 +128,28 @@ class CacheProtocol(ConnectionProtocol):
             return True
         return None  # close our side too, after what is queued has been written
 
+    def _pump(self) -> bool:
+        """Write the chunks of a streamed reply until done (True) or backpressure (False)."""
+        assert self._stream is not None
+        for chunk in self._stream:
+            self._write([chunk])
+            if self._paused:
+                return False
+        self._stream = None
+        return True
+
     def _run(self) -> None:
         transport = self.transport
         if transport is None or self._paused or transport.is_closing():
+            return
+        if self._stream is not None and not self._pump():
             return
         codec = self._codec
         dispatch = self._engine._dispatch
         now = self._svc.now
         out: list[bytes] = []
         size = 0
+        streamed = False
         while True:
             try:
                 ev = codec.next_event()
@@ -152,6 +168,16 @@ class CacheProtocol(ConnectionProtocol):
                 self._write(out)
                 transport.close()
                 return
+            if isinstance(reply, StreamReply):
+                if out or streamed:
+                    # memcached's metadump must be the first command of its read
+                    out.append(b"ERROR cannot pipeline other commands before metadump\r\n")
+                    continue
+                streamed = True
+                self._stream = reply.chunks
+                if not self._pump():
+                    return  # the rest (and later commands) wait for resume_writing
+                continue
             if reply:
                 out.append(reply)
                 size += len(reply)

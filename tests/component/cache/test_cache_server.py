@@ -204,3 +204,26 @@ async def test_admin_routes_serve_the_curve_and_hot_keys() -> None:
             await admin.stop()
         assert mrc["accesses"] == 400 and mrc["points"]
         assert hot[0]["key"] == "hot"
+
+
+async def test_metadump_streams_under_backpressure() -> None:
+    async with running_service(CacheService, config(max_write_buffer_bytes=16 * 1024)) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        fill = b"".join(b"set key:%05d 0 0 10 noreply\r\n0123456789\r\n" % i for i in range(20000))
+        await roundtrip(port, fill + b"mn\r\n", b"MN\r\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"lru_crawler metadump all\r\nget key:00007\r\n")
+        received = b""
+        while not received.endswith(b"VALUE key:00007 0 10\r\n0123456789\r\nEND\r\n"):
+            chunk = await asyncio.wait_for(reader.read(4096), 30)  # a slow reader
+            assert chunk
+            received += chunk
+        dump = received.split(b"END\r\n", 1)[0]
+        lines = dump.splitlines()
+        assert len(lines) == 20000 and lines[0].startswith(b"key=key%3A00000 exp=-1 ")
+        # a metadump after other commands of the same read is refused, as memcached does
+        writer.write(b"get nope\r\nlru_crawler metadump all\r\n")
+        reply = await asyncio.wait_for(reader.readuntil(b"metadump\r\n"), 10)
+        assert reply == b"END\r\nERROR cannot pipeline other commands before metadump\r\n"
+        writer.close()

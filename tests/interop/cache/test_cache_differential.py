@@ -3,7 +3,9 @@ compared byte for byte.
 
 A get with a key over 250 bytes makes memcached 1.6.18 drop every reply of the same read
 that was not yet sent (``conn_release_items``); hastack answers the earlier commands. So such
-gets are only sent first in a write, and the generator keeps long keys out of gets.
+gets are only sent first in a write, and the generator keeps long keys out of gets. Likewise
+``lru_crawler metadump`` is only sent alone in a write: memcached refuses it after pipelined
+commands and stops answering commands pipelined after it.
 
 Normalised (and only these): CAS values are compared relative to a CAS read at the start of
 each sequence (both servers number stores with one global counter, so equal semantics give
@@ -56,6 +58,9 @@ COUNTERS = (
 )
 
 
+_PART_ENDS = (b"END\r\n", b"STORED\r\n", b"BADCLASS invalid class id\r\n")
+
+
 def _read_until(s: socket.socket, out: bytes, end: bytes) -> bytes:
     while not out.endswith(end):
         chunk = s.recv(65536)
@@ -79,6 +84,19 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, dict[
         data = re.sub(rb"\$CAS\+(\d+)", lambda c: b"%d" % (base + int(c.group(1))), data)
         s.sendall(b"delete __base\r\nstats reset\r\n")
         _read_until(s, b"", b"RESET\r\n")
+        # "<SYNC>" splits a sequence into writes: each part's replies are read before the next
+        # part is sent (a part must end with a command answered by one of _PART_ENDS)
+        *parts, data = data.split(b"<SYNC>")
+        head = b""
+        for part in parts:
+            s.sendall(part)
+            got = b""
+            while not got.endswith(_PART_ENDS):
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError(got)
+                got += chunk
+            head += got
         s.sendall(data + SENTINEL)
         out = b""
         deadline = time.monotonic() + timeout
@@ -107,7 +125,7 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, dict[
             counters = {name: int(values[name.encode()]) for name in COUNTERS}
             counters["cmd_get"] -= 1  # the sentinel mg
             counters["get_misses"] -= 1
-    return normalise(out, base), counters
+    return normalise(head + out, base), counters
 
 
 _CAS_PATTERNS = [
@@ -116,9 +134,13 @@ _CAS_PATTERNS = [
     re.compile(rb"( cas=)(\d+)"),
 ]
 _TIME_PATTERNS = [
+    re.compile(rb"( exp=| la=)(\d{9,})"),  # absolute times (metadump): both become 0
     re.compile(rb"(?<=[ ])([tl])(-?\d+)(?=[ \r])"),
     re.compile(rb"( exp=| la=)(-?\d+)"),
 ]
+
+
+_DUMP_BLOCK = re.compile(rb"(?:key=[^\n]*\n)+")
 
 
 def normalise(out: bytes, base: int) -> bytes:
@@ -127,13 +149,16 @@ def normalise(out: bytes, base: int) -> bytes:
         return m.group(1) + (b"%d" % (cas - base) if cas else b"0")
 
     def rounded(m: re.Match[bytes]) -> bytes:
-        return m.group(1) + b"%d" % round(int(m.group(2)), -1)
+        value = int(m.group(2))
+        return m.group(1) + (b"0" if value >= 10**9 else b"%d" % round(value, -1))
 
     for p in _CAS_PATTERNS:
         out = p.sub(rel, out)
     for p in _TIME_PATTERNS:
         out = p.sub(rounded, out)
-    return out
+    # metadump lists items in LRU order; memcached's LRU is segmented (hot/warm/cold), ours is
+    # one list, so the lines of a dump are compared as a set
+    return _DUMP_BLOCK.sub(lambda m: b"".join(sorted(m.group(0).splitlines(True))), out)
 
 
 def both(
@@ -205,6 +230,11 @@ HAND_WRITTEN = [
     b"ma cnt N0 J18446744073709551615 v\r\nma cnt v\r\nma cnt D18446744073709551616\r\n",
     b"ms k 2 F4294967296 T0\r\nhi\r\nmg k f v\r\nms k 2 F-1\r\nhi\r\nms k 2 T\r\nhi\r\n",
     b"set t1 0 2592000 1\r\nx\r\nmg t1 t\r\nset t2 0 2592001 1\r\nx\r\nget t2\r\n",
+    b"set a 0 0 1\r\nx\r\nset b%20c 5 100 2\r\nxy\r\nset \x01k 0 0 1\r\nz\r\nget a\r\n"
+    b"set big 0 0 600\r\n" + b"y" * 600 + b"\r\n<SYNC>lru_crawler metadump all\r\n<SYNC>"
+    b"lru_crawler metadump 1,2\r\n<SYNC>lru_crawler metadump 10\r\n<SYNC>"
+    b"lru_crawler metadump 64\r\n<SYNC>lru_crawler metadump foo\r\n<SYNC>"
+    b"lru_crawler metadump 5\r\n<SYNC>lru_crawler metadump\r\nlru_crawler metadump all x\r\n",
     b"quit\r\nget a\r\n",
 ]
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hastack.cache.engine import Engine, Quit
+from hastack.cache.engine import Engine, Quit, StreamReply
 from hastack.cache.proto import ServerCodec
 from hastack.cache.state import CacheState, item_cost, make_data
 from hastack.errors import ProtocolError
@@ -29,7 +29,8 @@ def run(engine: Engine, data: bytes, now: int = T0) -> bytes:
             ev = codec.next_event()
             if ev is None:
                 return out
-            out += engine.execute(ev, now)
+            reply = engine.execute(ev, now)
+            out += b"".join(reply.chunks) if isinstance(reply, StreamReply) else reply
         except ProtocolError as err:
             out += err.reply
         except Quit:
@@ -198,3 +199,19 @@ def test_batched_eviction_keeps_the_most_recent_keys() -> None:
     assert survivors == [b"k%05d" % i for i in range(5000 - len(survivors), 5000)]
     assert 990 <= len(survivors) <= 1000
     assert state.evictions == 5000 - len(survivors)
+
+
+def test_metadump_lists_live_items_oldest_first() -> None:
+    e = make()
+    run(e, b"set a 0 0 1\r\nx\r\nset b%20c 5 100 2\r\nxy\r\nset \x01k 0 0 1\r\nz\r\n", T0)
+    run(e, b"set gone 0 -1 1\r\nx\r\nget a\r\n", T0)
+    dump = run(e, b"lru_crawler metadump all\r\n", T0)
+    lines = dump.split(b"\n")
+    assert lines[0].startswith(b"key=b%%2520c exp=%d la=%d cas=2 fetch=no cls=1 size=70" % (
+        T0 + 100, T0))
+    assert lines[1].startswith(b"key=%01k exp=-1 ")
+    assert lines[2].startswith(b"key=a exp=-1 ") and b"fetch=yes" in lines[2]
+    assert dump.endswith(b"END\r\n") and b"gone" not in dump
+    assert run(e, b"lru_crawler metadump 5\r\n") == b"END\r\n"
+    assert run(e, b"lru_crawler metadump 64\r\n") == b"BADCLASS invalid class id\r\n"
+    assert run(e, b"lru_crawler crawl all\r\n") == b"ERROR\r\n"
