@@ -179,6 +179,7 @@ class Front:
         head_only: bool = False,
         extra: bytes = b"",
         content_type: bytes = b"text/plain",
+        http10: bool = False,
     ) -> bytes:
         if not body and status >= 400:
             body = reason_phrase(status) + b"\n"
@@ -193,6 +194,8 @@ class Front:
             head += b"Content-Type: " + content_type + b"\r\n"
         if not keep_alive:
             head += b"Connection: close\r\n"
+        elif http10:
+            head += b"Connection: keep-alive\r\n"
         head += extra + b"\r\n"
         return head if head_only else head + body
 
@@ -495,6 +498,7 @@ class ProxyService(Service):
                     head_only=req.method == b"HEAD",
                     extra=extra,
                     content_type=content_type,
+                    http10=req.version == b"1.0",
                 )
             )
         await conn.drain(front.config.send_timeout)
@@ -777,8 +781,7 @@ class ProxyService(Service):
                 b"Set-Cookie: %s=%s; Path=/; HttpOnly\r\n"
                 % (pc.affinity_cookie.encode(), b.cid.encode())
             )
-        if not keep:
-            framing += b"Connection: close\r\n"
+        framing += _conn_header(req, keep)
         head = b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (
             status,
             resp.reason or reason_phrase(status),
@@ -926,8 +929,7 @@ class ProxyService(Service):
             if cr is not None:
                 lines.append(b"Content-Range: " + cr + b"\r\n")
             lines.append(b"Content-Length: 0\r\n")
-            if not keep:
-                lines.append(b"Connection: close\r\n")
+            lines.append(_conn_header(req, keep))
             conn.write(b"HTTP/1.1 416 %s\r\n%s\r\n" % (reason_phrase(416), b"".join(lines)))
             return keep
         if sresp.content_length is not None:
@@ -945,8 +947,7 @@ class ProxyService(Service):
                     lk = k.lower()
                     if lk == b"content-range" or lk == b"accept-ranges":
                         lines.append(k + b": " + v + b"\r\n")
-        if not keep:
-            lines.append(b"Connection: close\r\n")
+        lines.append(_conn_header(req, keep))
         head = b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason_phrase(status), b"".join(lines))
         ok = await self._stream_body(
             conn, sconn, head, chunk_out, front.config.reproxy_response_timeout * 10
@@ -994,8 +995,7 @@ class ProxyService(Service):
             keep = req.keep_alive and not conn.closing
             lines = [k + b": " + v + b"\r\n" for k, v in app_headers]
             lines.append(b"Content-Length: %d\r\n" % sf.size)
-            if not keep:
-                lines.append(b"Connection: close\r\n")
+            lines.append(_conn_header(req, keep))
             conn.write(
                 b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason_phrase(status), b"".join(lines))
             )
@@ -1085,7 +1085,7 @@ class ProxyService(Service):
                 count,
                 validators,
                 extra,
-                b"" if keep else b"Connection: close\r\n",
+                _conn_header(req, keep),
             )
             if req.method == b"HEAD" or count == 0:
                 conn.write(head)
@@ -1123,6 +1123,13 @@ class ProxyService(Service):
             time.monotonic(),
         )
         self.checker.restart()
+
+
+def _conn_header(req: Request, keep: bool) -> bytes:
+    """Connection header for our answer: HTTP/1.0 clients need keep-alive spelled out."""
+    if not keep:
+        return b"Connection: close\r\n"
+    return b"Connection: keep-alive\r\n" if req.version == b"1.0" else b""
 
 
 def _cookie(req: Request, name: str) -> bytes | None:

@@ -6,7 +6,15 @@ import asyncio
 import collections
 
 import aiohttp
-from proxy_helpers import jsonb, make_backend, proxy_addr, raw_request, run_proxy, serve_app
+from proxy_helpers import (
+    jsonb,
+    make_backend,
+    proxy_addr,
+    raw_request,
+    run_proxy,
+    serve_app,
+    wait_for,
+)
 
 
 def two_pools(a: str, b: str, **pool: object) -> dict[str, object]:
@@ -288,3 +296,51 @@ async def test_least_conn_prefers_idle_backend() -> None:
                     async with s.get(f"http://{h}:{p}/hello") as r:
                         assert r.headers["X-Backend"] == "b"
             busy.active -= 5
+
+
+async def test_http10_keep_alive() -> None:
+    async with serve_app(make_backend("a")) as a:
+        async with run_proxy(
+            {
+                "pools": {"apps": {"backends": [{"address": a}]}},
+                "listeners": {"web": {"listen": "127.0.0.1:0", "pool": "apps"}},
+            }
+        ) as svc:
+            h, p = proxy_addr(svc)
+            reader, writer = await asyncio.open_connection(h, p)
+            for _ in range(2):
+                writer.write(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert b"Connection: keep-alive" in head
+                n = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                assert await reader.readexactly(n) == b"hello from a\n"
+            writer.close()
+
+
+async def test_graceful_stop_finishes_in_flight_request() -> None:
+    gate = asyncio.Event()
+
+    async def slow(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        await gate.wait()
+        return aiohttp.web.Response(text="finished")
+
+    app = make_backend("a")
+    app.router.add_get("/slow", slow)
+    async with serve_app(app) as a:
+        async with run_proxy(
+            {
+                "pools": {"apps": {"backends": [{"address": a}], "health": {"enabled": False}}},
+                "listeners": {"web": {"listen": "127.0.0.1:0", "pool": "apps"}},
+            }
+        ) as svc:
+            h, p = proxy_addr(svc)
+            async with aiohttp.ClientSession() as s:
+                pending = asyncio.ensure_future(s.get(f"http://{h}:{p}/slow"))
+                await wait_for(lambda: svc.pools["apps"].state.backends[0].active == 1)
+                stopping = asyncio.ensure_future(svc.stop())
+                await wait_for(lambda: not svc.tcp_listeners[0].accepting)
+                gate.set()
+                r = await pending
+                assert r.status == 200 and await r.text() == "finished"
+                assert r.headers.get("Connection") == "close"
+                await asyncio.wait_for(stopping, 10)
