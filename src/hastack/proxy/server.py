@@ -21,7 +21,13 @@ from hastack.config import Address, HostConfig, ServiceConfig, load_config
 from hastack.core.service import Service
 from hastack.errors import ProtocolError
 from hastack.proxy import reproxy, static
-from hastack.proxy.config import BackendConfig, ListenerConfig, ProxyConfig, RouteConfig
+from hastack.proxy.config import (
+    BackendConfig,
+    ListenerConfig,
+    PoolConfig,
+    ProxyConfig,
+    RouteConfig,
+)
 from hastack.proxy.health import HealthChecker
 from hastack.proxy.http import HttpDate, HTTPProtocol, UpstreamConnection
 from hastack.proxy.pool import BackendPool, PoolUnavailable
@@ -343,9 +349,35 @@ class ProxyService(Service):
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    def _add_pool(self, name: str, pc: PoolConfig) -> None:
+        self.pools[name] = BackendPool(name, pc)
+
+        def up() -> int:
+            pool = self.pools.get(name)
+            now = time.monotonic()
+            return sum(b.available(now) for b in pool.state.backends) if pool else 0
+
+        def active() -> int:
+            pool = self.pools.get(name)
+            return sum(b.active for b in pool.state.backends) if pool else 0
+
+        def queued() -> int:
+            pool = self.pools.get(name)
+            return pool.queued if pool else 0
+
+        def requests() -> int:
+            pool = self.pools.get(name)
+            return sum(b.requests for b in pool.state.backends) if pool else 0
+
+        st = self.stats
+        st.gauge(f"pool_{name}_backends_up", up, help="backends available for new requests")
+        st.gauge(f"pool_{name}_active", active, help="requests in flight to the pool")
+        st.gauge(f"pool_{name}_queued", queued, help="requests waiting for a backend slot")
+        st.gauge(f"pool_{name}_requests", requests, help="responses received from the pool")
+
     async def start(self) -> None:
         for name, pc in self.config.pools.items():
-            self.pools[name] = BackendPool(name, pc)
+            self._add_pool(name, pc)
         for name, lc in self.config.listeners.items():
             await self._start_front(name, lc)
         self.checker.start()
@@ -407,7 +439,7 @@ class ProxyService(Service):
         for name, pc in new.pools.items():
             pool = self.pools.get(name)
             if pool is None:
-                self.pools[name] = BackendPool(name, pc)
+                self._add_pool(name, pc)
                 continue
             pool.config = pc
             pool.state.balance = pc.balance

@@ -129,10 +129,9 @@ async def test_max_connections_queue_overflow_and_timeout() -> None:
             assert pool.queue_overflows == 1 and pool.queue_timeouts == 1
 
 
-async def test_admin_commands_and_status(unused_tcp_port: int) -> None:
+async def test_admin_commands_and_status() -> None:
     async with serve_app(make_backend("a")) as a, serve_app(make_backend("b")) as b:
         table = pool_table([a], health={"enabled": False})
-        table["admin_listen"] = f"127.0.0.1:{unused_tcp_port}"
         cfg = config_from_dict(ProxyConfig, table, table_name="proxy")
         from aiohttp import web
 
@@ -144,10 +143,11 @@ async def test_admin_commands_and_status(unused_tcp_port: int) -> None:
             admin.add_routes(svc.admin_routes())
             runner = web.AppRunner(admin)
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", unused_tcp_port)
+            site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
+            admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             try:
-                base = f"http://127.0.0.1:{unused_tcp_port}/proxy"
+                base = f"http://127.0.0.1:{admin_port}/proxy"
                 h, p = proxy_addr(svc)
                 async with aiohttp.ClientSession() as s:
                     async with s.post(f"{base}/pools/apps/backends", json={"address": b}) as r:
@@ -166,6 +166,8 @@ async def test_admin_commands_and_status(unused_tcp_port: int) -> None:
                         snap = await r.json()
                         states = {x["address"]: x["state"] for x in snap["apps"]["backends"]}
                         assert states == {a: "draining", b: "up"}
+                    snap = svc.stats.snapshot()
+                    assert snap["pool_apps_backends_up"] == 1 and snap["web_requests"] >= 8
                     async with s.get(f"{base}/status") as r:
                         assert "text/html" in r.headers["Content-Type"]
                         assert b in await r.text()
