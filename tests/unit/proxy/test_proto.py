@@ -293,3 +293,24 @@ def test_response_round_trip_with_headers(headers: list[tuple[bytes, bytes]], bo
     evs = merge_data(events_of(c, [wire]))
     assert evs[0] == resp
     assert evs[-2:] == [EndOfMessage(), ConnectionClosed()]
+
+
+MIXED = (
+    b"GET /lf HTTP/1.1\nHost: a\nX-A:  padded  \n\n"  # bare LF head, trailing blanks
+    b"GET /crlf HTTP/1.1\r\nHost: b\r\n\r\n"
+    b"POST /p HTTP/1.1\nHost: c\nContent-Length: 2\n\nok"
+    b"GET /last HTTP/1.0\r\nX-B: 1\r\n\r\n"
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(MIXED)), max_size=10))
+def test_any_split_of_mixed_line_endings(cuts: list[int]) -> None:
+    points = sorted(set(cuts))
+    chunks = [MIXED[a:b] for a, b in zip([0, *points], [*points, len(MIXED)], strict=True)]
+    got = merge_data(events_of(HTTPConnection("server"), chunks))
+    assert got == parse(MIXED)
+    reqs = [e for e in got if isinstance(e, Request)]
+    assert [r.target for r in reqs] == [b"/lf", b"/crlf", b"/p", b"/last"]
+    assert reqs[0].headers == [(b"Host", b"a"), (b"X-A", b"padded")]
+    assert Data(b"ok") in got
