@@ -33,6 +33,7 @@ class HTTPProtocol(ConnectionProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.eof = False
+        self.writes = 0  # write() calls so far: tells whether a response has started
         self.peer: tuple[str, int] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -155,6 +156,7 @@ class HTTPProtocol(ConnectionProtocol):
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
+        self.writes += 1
         self.transport.write(data)
 
     @property

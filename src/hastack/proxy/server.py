@@ -270,6 +270,7 @@ class ClientConnection(HTTPProtocol):
 
     async def _serve(self) -> None:
         front = self.front
+        writes_before = 0
         try:
             while not self.closing:
                 self.idle = True
@@ -278,6 +279,7 @@ class ClientConnection(HTTPProtocol):
                 if req is None:
                     break
                 front.c_requests.value += 1
+                writes_before = self.writes
                 keep = await front.service.handle(self, req)
                 if not keep:
                     break
@@ -295,8 +297,8 @@ class ClientConnection(HTTPProtocol):
             raise
         except Exception:
             front.service.log.exception("%s: request handler failed", front.name)
-            if not self.closed and self.idle is False:
-                self.write(error_response(500))
+            if not self.closed and not self.idle and self.writes == writes_before:
+                self.write(error_response(500))  # only if no answer has started
         finally:
             if self.transport is not None:
                 self.transport.close()
