@@ -75,3 +75,45 @@ async def test_pipelining_flood_without_reading_stays_bounded() -> None:
         # the proxy still serves others
         data = await raw_request(h, p, b"GET /hello HTTP/1.0\r\n\r\n")
         assert data.startswith(b"HTTP/1.1 200")
+
+
+async def test_slow_client_backpressure_reaches_the_backend() -> None:
+    """A client that stops reading stops the backend too (bounded buffers, no unbounded read)."""
+    import time
+
+    from aiohttp import web
+
+    state = {"streamed": 0, "write_started": 0.0, "in_write": False}
+    total = 64 * 1024 * 1024
+    chunk = b"z" * 65536
+
+    async def firehose(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = total
+        await resp.prepare(request)
+        for _ in range(total // len(chunk)):
+            state["in_write"], state["write_started"] = True, time.monotonic()
+            await resp.write(chunk)
+            state["in_write"] = False
+            state["streamed"] += len(chunk)
+        return resp
+
+    app = make_backend("a")
+    app.router.add_get("/firehose", firehose)
+    async with serve_app(app) as a, run_proxy(table(a)) as svc:
+        h, p = proxy_addr(svc)
+        reader, writer = await asyncio.open_connection(h, p)
+        writer.write(b"GET /firehose HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 30
+        # wait until the backend is stuck in a write: the proxy stopped reading from it
+        while not (state["in_write"] and time.monotonic() - state["write_started"] > 0.5):
+            assert time.monotonic() < deadline, state
+            await asyncio.sleep(0.05)
+        assert state["streamed"] < total // 2  # socket buffers + the proxy's bounded read-ahead
+        got = 0
+        while got < total:
+            data = await asyncio.wait_for(reader.read(1 << 20), 30)
+            assert data
+            got += len(data) if got else len(data.split(b"\r\n\r\n", 1)[1])
+        assert state["streamed"] == total
+        writer.close()
