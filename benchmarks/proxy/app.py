@@ -4,6 +4,7 @@
                            http://127.0.0.1:P2/<size>/<n%16>.bin (Perlbal/hastack reproxy)
     GET /accel/<size>/<n>  200, empty body, X-Accel-Redirect: /_reproxy/<size>/<n%16>.bin (nginx)
     GET /bad/<size>/<n>    like /file but the first URL is BAD (a black-holed storage port)
+    GET /miss/<size>/<n>   like /file but the first URL names a file storage does not have (404)
     GET /plain             200 with a 1 KiB body (plain proxying)
 
 Usage: python -m benchmarks.proxy.app PORT STORAGE_PORT1 STORAGE_PORT2 [BAD_PORT]
@@ -42,14 +43,15 @@ class App(asyncio.Protocol):
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n"
                     + BODY_1K
                 )
-            elif len(parts) == 4 and parts[1] in (b"file", b"accel", b"bad"):
+            elif len(parts) == 4 and parts[1] in (b"file", b"accel", b"bad", b"miss"):
                 size, n = parts[2], int(parts[3]) % 16
                 if parts[1] == b"accel":
                     hdr = b"X-Accel-Redirect: /_reproxy/%s/%d.bin\r\n" % (size, n)
                 else:
                     first = self.bad if parts[1] == b"bad" else self.p1
+                    fsize = b"missing" if parts[1] == b"miss" else size
                     hdr = b"X-REPROXY-URL: http://127.0.0.1:%d/%s/%d.bin http://127.0.0.1:%d/%s/%d.bin\r\n" % (  # noqa: E501
-                        first, size, n, self.p2, size, n
+                        first, fsize, n, self.p2, size, n
                     )
                 out.append(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"

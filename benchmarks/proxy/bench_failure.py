@@ -5,7 +5,8 @@ logged, no silent retries) fetching reproxied 1 KiB files. Cases:
 
 * kill -9 one app backend 2 s into the run;
 * SIGSTOP one app backend for 10 s (its port still accepts), then SIGCONT;
-* the first X-REPROXY-URL black-holed (a port that accepts and never answers).
+* the first X-REPROXY-URL black-holed (a port that accepts and never answers);
+* the first X-REPROXY-URL answering 404 (Perlbal measured about -50 % rps there).
 
 Reported per system: requests answered 200, failed requests (an error status, or the connection
 closed without an answer), the longest stall (slowest request) and p50. Requests still pending
@@ -128,7 +129,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--name", default="proxy-failure")
-    ap.add_argument("--cases", default="kill,stop,hole", help="which cases to run")
+    ap.add_argument("--cases", default="kill,stop,hole,404", help="which cases to run")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     hole = socket.socket()
@@ -188,8 +189,9 @@ def main() -> int:
             "kill -9 one of two apps": (b"/file/1k/3", kill_case),
             "SIGSTOP one app for 10 s": (b"/file/1k/3", stop_case),
             "first reproxy URL black-holed": (b"/bad/1k/3", hole_case),
+            "first reproxy URL answers 404": (b"/miss/1k/3", hole_case),
         }
-        keys = {"kill": "kill -9", "stop": "SIGSTOP", "hole": "black-holed"}
+        keys = {"kill": "kill -9", "stop": "SIGSTOP", "hole": "black-holed", "404": "404"}
         wanted = [keys[c] for c in args.cases.split(",")]
         cases = {k: v for k, v in cases.items() if any(w in k for w in wanted)}
         for label, (path, make_fault) in cases.items():
@@ -202,6 +204,7 @@ def main() -> int:
 
             groups[label] = run_interleaved(subjects, workload, runs=1, label=label)
     hole.close()
+    notes_ok = "ok = requests answered 200 during the run (a throughput figure for the 404 case)."
     write_report(
         args.name,
         "Failures under load: hastack vs Perlbal 1.80",
@@ -216,6 +219,7 @@ def main() -> int:
             "hastack runs with default health checks (2 s interval, rise 2, fall 3) and "
             "defaults for timeouts (reproxy first byte 3 s, backend response 30 s).",
             "One run per case (these are failure traces, not throughput).",
+            notes_ok,
         ],
     )
     return 0

@@ -924,7 +924,8 @@ class ProxyService(Service):
         client_host = req.host
         client_range = req.header(b"range")
         tried = 0
-        for host, port, path in storage.dead.order(urls, time.monotonic()):
+        now = time.monotonic()
+        for host, port, path in storage.order(urls, now):
             if tried:
                 storage.fallthroughs += 1
             tried += 1

@@ -99,6 +99,11 @@ async def test_fallthrough_rules_and_dead_host_memory(storage_root: Path) -> Non
             assert r.status == 200
         # the dead host was remembered: tried last, so only one attempt this time
         assert storage.attempts == attempts + 1
+        # the URL that answered 404 is remembered too: the good one is tried first now
+        attempts = storage.attempts
+        async with s.get(base + "/file/404") as r:
+            assert r.status == 200
+        assert storage.attempts == attempts + 1
         for key in ("none", "junk"):
             async with s.get(base + f"/file/{key}") as r:
                 assert r.status == 503, key
