@@ -238,7 +238,11 @@ class Engine:
                 cas_res = 2  # badval
             bits = 0
             if mode == ADD:
-                st.bump(key, old, now)
+                # memcached: "add only adds a nonexistent item, but promote to head of LRU"
+                # (do_item_update: no FETCHED mark)
+                st.touch_order(key)
+                if old.time < now - 60:
+                    old.time = now
                 return R_NOT_STORED, None
             if mode == CAS:
                 if cas_res == 1:
@@ -501,7 +505,7 @@ class Engine:
             elif o == 115:  # s
                 parts.append(b" s%d" % nbytes)
             elif o == 116:  # t
-                parts.append(b" t-1" if it.exptime == 0 else b" t%d" % (it.exptime - now))
+                parts.append(b" t-1" if it.exptime == 0 else b" t%d" % st.ttl_left(it, now))
             elif o == 99:  # c
                 parts.append(b" c%d" % it.cas)
             elif o == 102:  # f
@@ -640,7 +644,7 @@ class Engine:
             if o == 99:
                 parts.append(b" c%d" % it.cas)
             elif o == 116:
-                parts.append(b" t-1" if it.exptime == 0 else b" t%d" % (it.exptime - now))
+                parts.append(b" t-1" if it.exptime == 0 else b" t%d" % st.ttl_left(it, now))
             elif o == 84:
                 assert f.ttl is not None
                 it.exptime = st.realtime(f.ttl, now)
@@ -666,7 +670,7 @@ class Engine:
         if it is None:
             return b"EN\r\n"
         # memcached 1.6.18 prints current_time - exptime here (negative while alive)
-        exp = -1 if it.exptime == 0 else now - it.exptime
+        exp = -1 if it.exptime == 0 else st.rel_time(now) - st.rel_time(it.exptime)
         data = it.data
         nbytes = len(data) - data.index(b"\n") - 1 - 2
         size = memcached_size(key, it.flags, nbytes)

@@ -178,6 +178,18 @@ class CacheState:
             return exptime if exptime > self.started else 1
         return now + exptime
 
+    def rel_time(self, t: int) -> int:
+        """``t`` on memcached's relative clock (``current_time``: seconds since the process
+        started, which memcached backdates by ITEM_UPDATE_INTERVAL + 2); the already-expired
+        marker 1 stays 1, as memcached stores it."""
+        return t if t <= 1 else t - (self.started - ITEM_UPDATE_INTERVAL - 2)
+
+    def ttl_left(self, it: Item, now: int) -> int:
+        """The ``t`` flag: seconds left, as memcached's unsigned 32-bit difference of
+        relative times (so an already expired item shows a huge number, as there)."""
+        left = self.rel_time(it.exptime) - self.rel_time(now)
+        return left if left >= 0 else left & 0xFFFFFFFF
+
     def next_cas(self) -> int:
         self.last_cas += 1
         return self.last_cas

@@ -3,9 +3,11 @@ compared byte for byte.
 
 A get with a key over 250 bytes makes memcached 1.6.18 drop every reply of the same read
 that was not yet sent (``conn_release_items``); hastack answers the earlier commands. So such
-gets are only sent first in a write, and the generator keeps long keys out of gets. Likewise
-``lru_crawler metadump`` is only sent alone in a write: memcached refuses it after pipelined
-commands and stops answering commands pipelined after it.
+gets are only sent first in a write, and the generator keeps long keys out of gets. Listings
+from ``lru_crawler metadump`` are not compared: memcached writes them from its crawler thread,
+and racing it, a later command on the connection is sometimes refused ("cannot pipeline") or
+not answered at all; only the error replies of malformed metadump lines are compared here, the
+listing format is covered by hastack's own tests (and matched memcached's when checked by hand).
 
 Normalised (and only these): CAS values are compared relative to a CAS read at the start of
 each sequence (both servers number stores with one global counter, so equal semantics give
@@ -230,11 +232,8 @@ HAND_WRITTEN = [
     b"ma cnt N0 J18446744073709551615 v\r\nma cnt v\r\nma cnt D18446744073709551616\r\n",
     b"ms k 2 F4294967296 T0\r\nhi\r\nmg k f v\r\nms k 2 F-1\r\nhi\r\nms k 2 T\r\nhi\r\n",
     b"set t1 0 2592000 1\r\nx\r\nmg t1 t\r\nset t2 0 2592001 1\r\nx\r\nget t2\r\n",
-    b"set a 0 0 1\r\nx\r\nset b%20c 5 100 2\r\nxy\r\nset \x01k 0 0 1\r\nz\r\nget a\r\n"
-    b"set big 0 0 600\r\n" + b"y" * 600 + b"\r\n<SYNC>lru_crawler metadump all\r\n<SYNC>"
-    b"lru_crawler metadump 1,2\r\n<SYNC>lru_crawler metadump 10\r\n<SYNC>"
-    b"lru_crawler metadump 64\r\n<SYNC>lru_crawler metadump foo\r\n<SYNC>"
-    b"lru_crawler metadump 5\r\n<SYNC>lru_crawler metadump\r\nlru_crawler metadump all x\r\n",
+    b"lru_crawler metadump 64\r\nlru_crawler metadump foo\r\nlru_crawler metadump 1,x\r\n"
+    b"lru_crawler metadump\r\nlru_crawler metadump all x\r\nlru_crawler\r\n",
     b"quit\r\nget a\r\n",
 ]
 
