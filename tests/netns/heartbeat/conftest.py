@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ def base_cluster() -> Iterator[HaCluster]:
         yield cluster
         for proc in cluster.echo.values():
             proc.stop()
+        shutil.rmtree(cluster.workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ def test_kill9_master_withdrawn_by_supervisor_then_failback(cluster: HaCluster) 
     c.wait_served_by("n1", since=t_back, timeout=30)
     c.wait_master("n1")
     c.wait_for(lambda: c.arp_points_at("n1"), 5.0, "client ARP entry -> n1")
-    assert c.max_concurrent_holders(since=t0) == 1
+    c.assert_one_holder(since=t0)
 
 
 def test_link_cut_master_goes_fault_multicast(cluster: HaCluster) -> None:
@@ -65,7 +65,7 @@ def test_link_cut_master_goes_fault_multicast(cluster: HaCluster) -> None:
     c.bed.link_up("n1")
     c.wait_served_by("n1", since=time.time())  # auto_failback
     c.wait_master("n1")
-    assert c.max_concurrent_holders(since=t0) == 1
+    c.assert_one_holder(since=t0)
 
 
 def test_sigstop_master_is_fenced_and_stays_backup_without_failback(cluster: HaCluster) -> None:
@@ -82,7 +82,7 @@ def test_sigstop_master_is_fenced_and_stays_backup_without_failback(cluster: HaC
     st = c.ha_status("n2")
     assert st["state"] == "master" and st["holds_vip"]
     assert c.holders() == ["n2"]
-    assert c.max_concurrent_holders(since=t0) == 1
+    c.assert_one_holder(since=t0)
 
 
 def test_clean_stop_hands_over_and_restart_without_failback_broadcast(
@@ -102,7 +102,7 @@ def test_clean_stop_hands_over_and_restart_without_failback_broadcast(
 
     c.wait_for(n1_settled, 10, "n1 back as backup, seeing everyone")
     assert c.holders() == ["n2"]  # no failback: the interim master keeps it
-    assert c.max_concurrent_holders(since=t0) == 1
+    c.assert_one_holder(since=t0)
 
 
 def test_partition_with_carrier_up_minority_master_steps_down(cluster: HaCluster) -> None:
@@ -120,7 +120,7 @@ def test_partition_with_carrier_up_minority_master_steps_down(cluster: HaCluster
     c.bed.unblock("n1")
     c.wait_served_by("n1", since=time.time())
     c.wait_master("n1")
-    assert c.max_concurrent_holders(since=t0) == 1
+    c.assert_one_holder(since=t0)
 
 
 def _isolate(c: HaCluster, host: str, on: bool) -> None:
@@ -152,4 +152,4 @@ def test_ping_target_lost_gives_the_address_up(cluster: HaCluster) -> None:
         _isolate(c, "n1", False)
         _isolate(c, "client", False)
     c.wait_served_by("n1", since=time.time())  # reachable again: auto_failback
-    assert c.max_concurrent_holders(since=t0) == 1
+    c.assert_one_holder(since=t0)
