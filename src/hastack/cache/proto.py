@@ -528,7 +528,7 @@ class ServerCodec:
             # memcached splits 23 tokens; the 24th is the rest of the line. Only get-style
             # commands use more than 8 tokens, and they read the rest of the line as keys.
             cmd = tokens[0] if tokens else b""
-            if cmd not in (b"get", b"gets", b"gat", b"gats", b"stats"):
+            if cmd not in (b"get", b"gets", b"bget", b"gat", b"gats", b"stats"):
                 if len(cmd) == 2 and cmd[0] == 109:  # meta: more than 22 flags
                     raise _meta_error(b"CLIENT_ERROR options flags are too long\r\n")
                 raise _error(ERROR)
@@ -536,7 +536,7 @@ class ServerCodec:
             raise _error(ERROR)
         cmd = tokens[0]
         n = len(tokens)
-        if cmd == b"get" or cmd == b"gets":
+        if cmd == b"get" or cmd == b"gets" or cmd == b"bget":  # bget: memcached's old alias
             if n < 2:
                 raise _error(ERROR)
             keys = tokens[1:]
