@@ -153,3 +153,18 @@ def test_ping_target_lost_gives_the_address_up(cluster: HaCluster) -> None:
         _isolate(c, "client", False)
     c.wait_served_by("n1", since=time.time())  # reachable again: auto_failback
     c.assert_one_holder(since=t0)
+
+
+def test_split_brain_without_quorum_heals_and_client_follows(cluster: HaCluster) -> None:
+    """quorum off (what VRRP does): a blocked port gives two holders; on healing the lower one
+    yields and the master re-announces, so the client's ARP cache comes back to it."""
+    c = cluster
+    c.quorum = False
+    bring_up(c)
+    c.bed.block("n1")
+    c.wait_for(lambda: sorted(c.holders()) == ["n1", "n2"], 10, "two holders (no quorum)")
+    c.wait_served_by("n2", since=time.time())  # n2's GARP pulled the client over
+    c.bed.unblock("n1")
+    c.wait_for(lambda: c.holders() == ["n1"], 10, "n2 to yield after healing")
+    c.wait_for(lambda: c.arp_points_at("n1"), 5.0, "client ARP entry back at n1")
+    c.wait_served_by("n1", since=time.time())
