@@ -739,6 +739,8 @@ class Engine:
             return _stat_lines(self.items_stats(now))
         if sub == b"slabs":
             return _stat_lines(self.slabs_stats())
+        if sub == b"cachedump":
+            return self._cachedump(args, now)
         if sub == b"sizes":
             return _stat_lines([("sizes_status", "disabled")])
         if sub == b"conns":
@@ -756,6 +758,39 @@ class Engine:
         if sub == b"hotkeys" and self.hotkeys is not None:
             return _stat_lines(self.hotkeys.stats_lines())
         return proto.ERROR
+
+    def _cachedump(self, args: list[bytes], now: int) -> bytes:
+        """``stats cachedump <class> <limit>``: ``ITEM <key> [<bytes> b; <exptime> s]`` lines,
+        most recently used first, at most ``limit`` (0 = no limit) and 2 MB, as memcached
+        (which shows only its COLD segment; there are no segments here)."""
+        if len(args) < 3:
+            return b"CLIENT_ERROR bad command line\r\n"
+        cls = proto.strtoul32(args[1])
+        limit = proto.strtoul32(args[2])
+        if cls is None or limit is None:
+            return proto.BAD_FORMAT
+        if cls >= 64:  # MAX_NUMBER_OF_SLAB_CLASSES
+            return b"CLIENT_ERROR Illegal slab id\r\n"
+        st = self.state
+        out: list[bytes] = []
+        size = 0
+        for key in reversed(st.items):
+            it = st.items[key]
+            if (it.exptime and it.exptime <= now) or st._flushed(it, now):
+                continue
+            d = it.data
+            nbytes = len(d) - d.index(b"\n") - 3
+            if slab_class(memcached_size(key, it.flags, nbytes)) != cls:
+                continue
+            line = b"ITEM %s [%d b; %d s]\r\n" % (key, nbytes, it.exptime)
+            if size + len(line) + 6 > 2 * 1024 * 1024:  # memcached's 2 MB cap
+                break
+            out.append(line)
+            size += len(line)
+            if limit and len(out) >= limit:
+                break
+        out.append(END)
+        return b"".join(out)
 
     def general_stats(self, now: int) -> list[tuple[str, object]]:
         st = self.state

@@ -223,6 +223,8 @@ HAND_WRITTEN = [
     b"lru_crawler metadump 64\r\nlru_crawler metadump foo\r\nlru_crawler metadump 1,x\r\n"
     b"lru_crawler metadump\r\nlru_crawler metadump all x\r\nlru_crawler\r\n",
     b"set x 0 0 1\r\nx\r\nbget x y\r\nbget\r\nbgets x\r\nxget x\r\n",
+    b"stats cachedump 1\r\nstats cachedump 64 1\r\nstats cachedump x 1\r\nstats cachedump 1 -1\r\n"
+    b"stats cachedump\r\nstats cachedump 63 0\r\n",
     b"quit\r\nget a\r\n",
 ]
 

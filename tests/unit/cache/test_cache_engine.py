@@ -215,3 +215,17 @@ def test_metadump_lists_live_items_oldest_first() -> None:
     assert run(e, b"lru_crawler metadump 5\r\n") == b"END\r\n"
     assert run(e, b"lru_crawler metadump 64\r\n") == b"BADCLASS invalid class id\r\n"
     assert run(e, b"lru_crawler crawl all\r\n") == b"ERROR\r\n"
+
+
+def test_stats_cachedump() -> None:
+    e = make()
+    run(e, b"set a 0 0 1\r\nx\r\nset b 0 100 2\r\nxy\r\nset big 0 0 600\r\n%s\r\n" % (b"y" * 600),
+        T0)  # fmt: skip
+    assert run(e, b"stats cachedump 1 0\r\n", T0) == (
+        b"ITEM b [2 b; %d s]\r\nITEM a [1 b; 0 s]\r\nEND\r\n" % (T0 + 100)
+    )
+    assert run(e, b"stats cachedump 1 1\r\n", T0).count(b"ITEM") == 1
+    assert run(e, b"stats cachedump 10 0\r\n", T0) == b"ITEM big [600 b; 0 s]\r\nEND\r\n"
+    assert run(e, b"stats cachedump 1\r\n") == b"CLIENT_ERROR bad command line\r\n"
+    assert run(e, b"stats cachedump 64 1\r\n") == b"CLIENT_ERROR Illegal slab id\r\n"
+    assert run(e, b"stats cachedump x 1\r\n") == b"CLIENT_ERROR bad command line format\r\n"
