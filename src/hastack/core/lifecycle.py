@@ -23,6 +23,7 @@ from hastack.config import StackConfig
 from hastack.core.admin import AdminServer
 from hastack.core.logs import setup_logging
 from hastack.core.service import Service
+from hastack.errors import ServiceError
 
 NOTIFY_FD_ENV = "HASTACK_NOTIFY_FD"
 log = logging.getLogger("hastack.lifecycle")
@@ -92,7 +93,7 @@ async def _serve(name: str, stack: StackConfig) -> int:
                 admin = AdminServer(service, config.admin_listen)
                 await admin.start()
                 service.admin_address = admin.address
-        except OSError as exc:
+        except (OSError, ServiceError) as exc:
             log.error("%s: cannot start: %s", name, exc)
             await service.stop()
             return 2

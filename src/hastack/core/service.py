@@ -75,13 +75,15 @@ class Service(abc.ABC):
             return
         self._stopping = True
         grace = self.config.shutdown_timeout
-        for udp in self.udp_listeners:
-            udp.close()
         # Stop accepting everywhere first, then let each listener's connections finish.
         for listener in self.tcp_listeners:
             listener.stop_accepting()
         await asyncio.gather(*(lst.shutdown(grace) for lst in self.tcp_listeners))
         await self.drain()
+        # UDP sockets close after drain(): a service may still need to send while draining
+        # (heartbeat's resign message).
+        for udp in self.udp_listeners:
+            udp.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
