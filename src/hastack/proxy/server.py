@@ -8,6 +8,7 @@ handles each to completion, and keeps the connection alive when both sides allow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import sys
@@ -67,6 +68,7 @@ REPROXY_HEADERS = frozenset(
         b"x-accel-redirect",
     }
 )
+LINGER_TIMEOUT = 2.0  # nginx lingering_time is 30 s; the answer is already out by then
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _5XX_EJECT = frozenset({500, 502, 503, 504})
 
@@ -246,6 +248,8 @@ class ClientConnection(HTTPProtocol):
         self.trusted = False
         self.peer_ip: bytes = b""
         self.local_host: bytes = b"localhost"
+        self.lingering = False
+        self.unread_input = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -285,10 +289,12 @@ class ClientConnection(HTTPProtocol):
                     break
         except ProtocolError as exc:
             front.c_bad.value += 1
+            self.unread_input = True  # the client may still be sending (a 413 body, ...)
             if exc.reply and not self.closed:
                 self.write(exc.reply)
         except ClientError as exc:
             front.c_bad.value += 1
+            self.unread_input = True
             if exc.error.reply and not self.closed:
                 self.write(exc.error.reply)
         except (ConnectionError, TimeoutError, ResponseStarted):
@@ -301,7 +307,35 @@ class ClientConnection(HTTPProtocol):
                 self.write(error_response(500))  # only if no answer has started
         finally:
             if self.transport is not None:
-                self.transport.close()
+                unread = self.parser.in_body or self.unread_input
+                if unread and not self.closed and self.transport.can_write_eof():
+                    self._linger()
+                else:
+                    self.transport.close()
+
+    def _linger(self) -> None:
+        """Close after an answer sent before the request body was read (413, 503, errors).
+
+        Closing a socket with unread input makes the kernel send a reset that can destroy the
+        answer in flight; like nginx's lingering close, shut down our side, discard what the
+        client still sends for a moment, then close.
+        """
+        assert self.transport is not None
+        self.lingering = True
+        self.transport.write_eof()
+        with contextlib.suppress(RuntimeError):
+            self.transport.resume_reading()
+        self.loop.call_later(LINGER_TIMEOUT, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # discarded: the answer is out, we only wait for the client to finish
+        super().data_received(data)
+
+    def eof_received(self) -> bool:
+        if self.lingering:
+            return False  # the client is done too: close now
+        return super().eof_received()
 
     async def _read_head(self) -> Request | None:
         parser = self.parser

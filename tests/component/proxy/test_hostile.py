@@ -117,3 +117,22 @@ async def test_slow_client_backpressure_reaches_the_backend() -> None:
             got += len(data) if got else len(data.split(b"\r\n\r\n", 1)[1])
         assert state["streamed"] == total
         writer.close()
+
+
+async def test_early_413_survives_a_client_still_sending() -> None:
+    """The 413 goes out before the body is read; closing must not reset it away (lingering)."""
+    async with serve_app(make_backend("a")) as a, run_proxy(table(a, max_body_bytes=1000)) as svc:
+        h, p = proxy_addr(svc)
+        reader, writer = await asyncio.open_connection(h, p)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n")
+        sent = 0
+        try:
+            while sent < 4_000_000:
+                writer.write(b"y" * 65536)
+                sent += 65536
+                await asyncio.wait_for(writer.drain(), 5)
+        except (ConnectionError, TimeoutError):
+            pass  # the proxy stopped reading or closed: expected at some point
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert data.startswith(b"HTTP/1.1 413")
