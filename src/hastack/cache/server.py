@@ -101,6 +101,8 @@ class CacheProtocol(ConnectionProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._svc.conns.discard(self)
+        if self._stream is not None:
+            self._end_stream()
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -135,8 +137,13 @@ class CacheProtocol(ConnectionProtocol):
             self._write([chunk])
             if self._paused:
                 return False
-        self._stream = None
+        self._end_stream()
         return True
+
+    def _end_stream(self) -> None:
+        self._stream = None
+        if self._svc.dumping is self:
+            self._svc.dumping = None
 
     def _run(self) -> None:
         transport = self.transport
@@ -173,7 +180,12 @@ class CacheProtocol(ConnectionProtocol):
                     # memcached's metadump must be the first command of its read
                     out.append(b"ERROR cannot pipeline other commands before metadump\r\n")
                     continue
+                if self._svc.dumping is not None:
+                    # one dump at a time (each holds a key snapshot), like memcached's crawler
+                    out.append(b"BUSY currently processing crawler request\r\n")
+                    continue
                 streamed = True
+                self._svc.dumping = self
                 self._stream = reply.chunks
                 if not self._pump():
                     return  # the rest (and later commands) wait for resume_writing
@@ -236,6 +248,7 @@ class CacheService(Service):
             flush_enabled=config.flush_enabled,
         )
         self.conns: set[CacheProtocol] = set()
+        self.dumping: CacheProtocol | None = None  # the connection running a metadump
         self.now = int(time.time())  # one shared int per second: items stamped alike share it
         self.bytes_read = 0
         self.bytes_written = 0

@@ -227,3 +227,82 @@ async def test_metadump_streams_under_backpressure() -> None:
         reply = await asyncio.wait_for(reader.readuntil(b"metadump\r\n"), 10)
         assert reply == b"END\r\nERROR cannot pipeline other commands before metadump\r\n"
         writer.close()
+
+
+class StuckTransport(asyncio.Transport):
+    """A transport whose peer never reads: over ``limit`` bytes it pauses the protocol."""
+
+    def __init__(self, protocol: asyncio.Protocol, limit: int = 8192) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.limit = limit
+        self.sent: list[bytes] = []
+        self.size = 0
+        self.paused = False
+        self.closed = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.sent.append(bytes(data))
+        self.size += len(data)
+        if self.size > self.limit and not self.paused:
+            self.paused = True
+            self.protocol.pause_writing()
+
+    def drain(self) -> None:
+        self.size = 0
+        self.paused = False
+        self.protocol.resume_writing()
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_one_metadump_at_a_time() -> None:
+    from hastack.cache.server import CacheProtocol
+
+    async with running_service(CacheService, config()) as svc:
+        assert svc.listener is not None
+        port = svc.listener.address.port
+        fill = b"".join(b"set key:%05d 0 0 1 noreply\r\nx\r\n" % i for i in range(5000))
+        await roundtrip(port, fill + b"mn\r\n", b"MN\r\n")
+        first = CacheProtocol(svc)
+        stuck = StuckTransport(first)
+        first.connection_made(stuck)
+        first.data_received(b"lru_crawler metadump all\r\n")
+        assert stuck.paused and svc.dumping is first  # mid-dump, waiting for its reader
+        second = CacheProtocol(svc)
+        other = StuckTransport(second, limit=1 << 30)
+        second.connection_made(other)
+        second.data_received(b"lru_crawler metadump all\r\n")
+        assert other.sent == [b"BUSY currently processing crawler request\r\n"]
+        while stuck.paused:  # the first reader catches up: the dump completes
+            stuck.drain()
+        assert b"".join(stuck.sent).endswith(b"END\r\n") and svc.dumping is None
+        assert b"".join(stuck.sent).count(b"\n") == 5001
+        second.data_received(b"lru_crawler metadump all\r\n")
+        assert b"".join(other.sent).endswith(b"END\r\n")
+        # a client that disconnects mid-dump frees the crawler too
+        third = CacheProtocol(svc)
+        gone = StuckTransport(third)
+        third.connection_made(gone)
+        third.data_received(b"lru_crawler metadump all\r\n")
+        assert svc.dumping is third
+        third.connection_lost(None)
+        assert svc.dumping is None
+        for proto_ in (first, second):
+            proto_.connection_lost(None)
