@@ -34,6 +34,9 @@ from hastack.errors import ProtocolError
 # read of many pipelined gets cannot build an unbounded reply before backpressure is checked.
 _BATCH_BYTES = 256 * 1024
 
+# The expiry crawler visits every key about once per this many seconds.
+_FULL_SWEEP_SECONDS = 60.0
+
 _STATE_COUNTERS = (
     "cmd_get",
     "cmd_set",
@@ -290,13 +293,26 @@ class CacheService(Service):
             self._ticker = None
 
     async def _expiry_loop(self) -> None:
-        """Memcached's LRU crawler, simplified: sweep every key in slices, yielding between."""
+        """Memcached's LRU crawler, simplified: every ``expiry_interval`` check a slice of a key
+        snapshot, sized so that a full pass over all keys takes about a minute (CPU stays a
+        fraction of a percent even with millions of items), yielding every 2000 keys."""
+        snapshot: list[bytes] = []
+        pos = 0
+        interval = self.cfg.expiry_interval
         while True:
-            await asyncio.sleep(self.cfg.expiry_interval)
-            keys = list(self.state.items)
-            for i in range(0, len(keys), 2000):
-                self.state.reap(keys[i : i + 2000], int(time.time()))
+            await asyncio.sleep(interval)
+            if pos >= len(snapshot):
+                snapshot = list(self.state.items)
+                pos = 0
+            budget = max(2000, int(len(snapshot) * interval / _FULL_SWEEP_SECONDS))
+            end = min(len(snapshot), pos + budget)
+            while pos < end:
+                step = min(end, pos + 2000)
+                self.state.reap(snapshot[pos:step], self.now)
+                pos = step
                 await asyncio.sleep(0)
+            if pos >= len(snapshot):
+                snapshot = []  # release the snapshot between passes
 
     async def _idle_loop(self) -> None:
         timeout = self.cfg.idle_timeout
