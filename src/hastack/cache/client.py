@@ -122,11 +122,19 @@ class _Conn:
 
 @dataclass
 class _Pool:
+    """At most ``size`` connections to one server: a semaphore slot per connection in use,
+    idle connections kept for reuse. Releasing is synchronous, so a cancelled request can
+    never leak a slot."""
+
     server: Server
     size: int
     idle: list[_Conn] = field(default_factory=list)
-    open: int = 0
-    slot: asyncio.Condition = field(default_factory=asyncio.Condition)
+    slots: asyncio.Semaphore | None = None
+
+    def semaphore(self) -> asyncio.Semaphore:
+        if self.slots is None:
+            self.slots = asyncio.Semaphore(self.size)
+        return self.slots
 
 
 class ServerDown(ConnectionError):
@@ -200,40 +208,34 @@ class CacheClient:
         pool = self._pools[idx]
         for conn in pool.idle:
             conn.close()
-            pool.open -= 1
         pool.idle.clear()
 
     # -- connections -----------------------------------------------------------------------------
     async def _acquire(self, idx: int) -> _Conn:
         pool = self._pools[idx]
-        async with pool.slot:
-            while not pool.idle and pool.open >= pool.size:
-                await pool.slot.wait()
-            if pool.idle:
-                return pool.idle.pop()
-            pool.open += 1
+        slots = pool.semaphore()
+        await slots.acquire()
+        if pool.idle:
+            return pool.idle.pop()
         try:
             reader, writer = await asyncio.open_connection(pool.server.host, pool.server.port)
         except BaseException:
-            async with pool.slot:
-                pool.open -= 1
-                pool.slot.notify()
+            slots.release()
             raise
         return _Conn(reader, writer)
 
-    async def _release(self, idx: int, conn: _Conn, ok: bool) -> None:
+    def _release(self, idx: int, conn: _Conn, ok: bool) -> None:
         pool = self._pools[idx]
-        async with pool.slot:
-            if ok:
-                pool.idle.append(conn)
-            else:
-                conn.close()
-                pool.open -= 1
-            pool.slot.notify()
+        if ok:
+            pool.idle.append(conn)
+        else:
+            conn.close()  # its state is unknown (error, timeout, cancellation): never reuse
+        pool.semaphore().release()
 
     async def _call(self, idx: int, request: bytes, lines: int = 1) -> list[Value | Line]:
         """Send ``request``; read replies until ``lines`` Line events (Values collected)."""
         conn: _Conn | None = None
+        ok = False
         try:
             async with asyncio.timeout(self.timeout):
                 conn = await self._acquire(idx)
@@ -245,13 +247,14 @@ class CacheClient:
                     out.append(ev)
                     if isinstance(ev, Line):
                         seen += 1
+            ok = True
         except (OSError, TimeoutError, ProtocolError) as exc:
-            if conn is not None:
-                await self._release(idx, conn, ok=False)
             self._failed(idx)
             raise ServerDown(f"{self.servers[idx].name}: {exc or type(exc).__name__}") from exc
+        finally:
+            if conn is not None:
+                self._release(idx, conn, ok)
         self.servers[idx].failures = 0
-        await self._release(idx, conn, ok=True)
         return out
 
     def _index(self, key: bytes) -> int:
@@ -346,4 +349,3 @@ class CacheClient:
             for conn in pool.idle:
                 conn.close()
             pool.idle.clear()
-            pool.open = 0

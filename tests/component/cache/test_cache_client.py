@@ -70,3 +70,28 @@ async def test_routing_multiget_and_failover() -> None:
         assert client.servers[victim].next_retry > time.monotonic()
         assert client.server_for(b"user:7") is not client.servers[victim]
         await client.close()
+
+
+async def test_cancelled_request_frees_its_pool_slot() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = CacheClient([f"127.0.0.1:{port}"], pool_size=1, timeout=30, failure_limit=100)
+    try:
+        task = asyncio.create_task(client.get(b"k"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while client._pools[0].semaphore().locked() is False:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not client._pools[0].semaphore().locked()  # the one slot is free again
+        assert client._pools[0].idle == []  # and the half-used connection was not kept
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
