@@ -196,6 +196,10 @@ class CacheProtocol(ConnectionProtocol):
             if reply:
                 out.append(reply)
                 size += len(reply)
+                # everything received is answered: skip the call that would find nothing (the
+                # codec's fields are read directly, this is the per-request hot path)
+                if codec._pos == len(codec._buf) and not codec._need:
+                    break
                 if size > _BATCH_BYTES:
                     self._write(out)
                     out = []
