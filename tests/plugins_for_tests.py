@@ -75,7 +75,17 @@ class CrashyService(EchoService):
         await self.listen_tcp(self.cfg.listen, CrashProtocol)
 
 
+class StuckStopService(EchoService):
+    """Its graceful stop never finishes by itself: drain() waits until cancelled."""
+
+    name = "stuck"
+
+    async def drain(self) -> None:
+        await asyncio.Event().wait()
+
+
 SERVICE_SPECS = [
+    ServiceSpec("stuck", "hastack.echo.config:EchoConfig", f"{__name__}:StuckStopService"),
     ServiceSpec("first", f"{__name__}:StampedEchoConfig", f"{__name__}:FirstService"),
     ServiceSpec("second", f"{__name__}:StampedEchoConfig", f"{__name__}:SecondService"),
     ServiceSpec(

@@ -23,15 +23,14 @@ def test_run_announces_readiness_and_exits_0_on_sigterm(make_config) -> None:  #
     assert "echo stopped" in proc.output()
 
 
-def test_second_signal_forces_exit(make_config) -> None:  # type: ignore[no-untyped-def]
-    # A client connection that never closes keeps the graceful stop waiting (30 s timeout).
-    config = make_config('[echo]\nlisten = "127.0.0.1:0"\nshutdown_timeout = 30.0\n')
-    with HastackProcess(config, "echo") as proc:
-        host, port = proc.addresses["listen"].rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=5):
-            proc.signal(signal.SIGTERM)
-            proc.signal(signal.SIGINT)
-            assert proc.wait(15) == 1
+def test_second_signal_forces_exit(make_config, plugin_env) -> None:  # type: ignore[no-untyped-def]
+    # `stuck` never finishes draining, so only the second signal can end the stop (exit 1).
+    config = make_config('[stuck]\nlisten = "127.0.0.1:0"\nshutdown_timeout = 300.0\n')
+    with HastackProcess(config, "stuck", env=plugin_env) as proc:
+        proc.signal(signal.SIGTERM)
+        proc.wait_for_log("stuck: received SIGTERM, stopping", 15)
+        proc.signal(signal.SIGINT)
+        assert proc.wait(15) == 1
     assert "second signal" in proc.output()
 
 

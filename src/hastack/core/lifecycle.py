@@ -64,6 +64,7 @@ def run_service(name: str, stack: StackConfig) -> int:
 async def _serve(name: str, stack: StackConfig) -> int:
     config = stack.services[name]
     service: Service = registry.service_class(name)(config, stack.host)
+    service.config_path = stack.path
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     main_task = asyncio.current_task()

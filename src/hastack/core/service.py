@@ -14,6 +14,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -45,6 +46,8 @@ class Service(abc.ABC):
         self._stopping = False
         # Set by whoever runs the admin endpoint (lifecycle, test harness) once it is bound.
         self.admin_address: Address | None = None
+        # The file the service was loaded from, for reload(); None when built in-process.
+        self.config_path: Path | None = None
 
     # ---- to implement ------------------------------------------------------------------------
 

@@ -11,9 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web
@@ -379,7 +377,6 @@ class ProxyService(Service):
         self.pools: dict[str, BackendPool] = {}
         self.fronts: dict[str, Front] = {}
         self.checker = HealthChecker(self)
-        self.config_path: Path | None = None
         self.reloads = self.stats.counter("reloads", help="successful config reloads")
         self.started_at = time.time()
 
@@ -457,7 +454,7 @@ class ProxyService(Service):
     async def reload(self, new: ProxyConfig | None = None) -> None:
         """Apply a new config without dropping in-flight requests (SIGHUP)."""
         if new is None:
-            path = self.config_path or _config_path_from_argv()
+            path = self.config_path
             if path is None:
                 self.log.error("reload: config file path unknown")
                 return
@@ -1219,14 +1216,3 @@ def _int_or_none(v: bytes | None) -> int | None:
         return int(v.strip())
     except ValueError:
         return None
-
-
-def _config_path_from_argv() -> Path | None:
-    """`hastack run proxy --config FILE`: the core does not hand services their file path."""
-    argv = sys.argv
-    for i, a in enumerate(argv):
-        if a in ("--config", "-c") and i + 1 < len(argv):
-            return Path(argv[i + 1])
-        if a.startswith("--config="):
-            return Path(a.split("=", 1)[1])
-    return None

@@ -120,6 +120,8 @@ class HastackProcess:
         self.events: list[dict[str, Any]] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self._output: list[str] = []
+        self._output_changed = threading.Condition()
+        self._output_done = False
         self._reader: threading.Thread | None = None
         self._notify_r = -1
 
@@ -150,7 +152,12 @@ class HastackProcess:
     def _collect(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for raw in self.proc.stdout:
-            self._output.append(raw.decode(errors="replace"))
+            with self._output_changed:
+                self._output.append(raw.decode(errors="replace"))
+                self._output_changed.notify_all()
+        with self._output_changed:
+            self._output_done = True
+            self._output_changed.notify_all()
 
     def wait_for_event(
         self, name: str, timeout: float, *, count: int = 1, **fields: Any
@@ -188,6 +195,17 @@ class HastackProcess:
                 self.events.append(ev)
                 if ev.get("event") == "ready":
                     self.addresses = dict(ev.get("addresses", {}))
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        """Wait until ``text`` appears in the process output (stdout and stderr)."""
+        with self._output_changed:
+            found = self._output_changed.wait_for(
+                lambda: self._output_done or text in "".join(self._output), timeout
+            )
+            if found and text in "".join(self._output):
+                return
+        why = "exited before logging" if self._output_done else f"within {timeout}s no"
+        raise ProcessError(f"{why} {text!r}\n{self.output()}")
 
     def output(self) -> str:
         if self._reader is not None and self.proc is not None and self.proc.poll() is not None:
