@@ -283,7 +283,10 @@ class Engine:
     def _store(self, ev: Store, now: int) -> bytes:
         st = self.state
         data = ev.data
-        if data is None or st.item_too_large(ev.key, ev.flags, ev.size):
+        # memcached_size() > max_item_bytes, inlined (the set hot path)
+        if data is None or (
+            59 + len(ev.key) + ev.size + (4 if ev.flags else 0) > st.max_item_bytes
+        ):
             st.store_too_large += 1
             if ev.mode == SET:
                 st.unlink(ev.key)  # memcached: never leave the stale value behind

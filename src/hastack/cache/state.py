@@ -269,11 +269,12 @@ class CacheState:
     def link(self, key: bytes, it: Item, now: int) -> bool:
         """Insert or replace ``key`` with ``it`` (assigning a new CAS); evicts LRU items to make
         room. False when the item cannot fit (out of memory)."""
-        cost = item_cost(key, it.data)
+        klen = ITEM_OVERHEAD_BYTES + len(key)  # item_cost(), inlined: the set hot path
+        cost = klen + len(it.data)
         items = self.items
         old = items.get(key)
         if old is not None:
-            self.bytes -= item_cost(key, old.data)
+            self.bytes -= klen + len(old.data)
             del items[key]
         if self.bytes + cost > self.max_memory_bytes and not self._make_room(cost, now):
             return False
