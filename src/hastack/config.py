@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import socket
 import tomllib
 import types
@@ -350,7 +351,8 @@ class _Loader:
             if not isinstance(raw, str) or not raw:
                 raise _Invalid("expected a path string")
             p = Path(raw).expanduser()
-            return p if p.is_absolute() else (self.base_dir / p)
+            # normpath, not resolve(): tidy `conf/../var` without following symlinks
+            return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))
         raise _Invalid(f"unsupported config type {hint!r} (a bug in the config class)")
 
     def _item(self, hint: Any, raw: Any, where: str) -> Any:

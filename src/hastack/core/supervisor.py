@@ -382,7 +382,8 @@ def status_rows(state: dict[str, Any], now: float) -> list[list[str]]:
     rows = []
     for svc in state["services"]:
         addresses = svc.get("addresses") or {}
-        address = " ".join(v for k, v in addresses.items() if k != "admin") or "-"
+        # UDP and TCP on one port (syslog) show once
+        address = " ".join(dict.fromkeys(v for k, v in addresses.items() if k != "admin")) or "-"
         up = (
             format_duration(now - svc["started_at"])
             if svc.get("started_at") and svc["state"] == "running"
