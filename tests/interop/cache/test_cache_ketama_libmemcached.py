@@ -73,3 +73,19 @@ def test_matches_libmemcached_for_any_key(key: bytes) -> None:
         free()
 
 
+
+
+def test_ejected_server_ring_matches_libmemcached_without_it() -> None:
+    """libmemcached rebuilds its continuum over the live servers only (auto-eject): the same
+    as a client configured without the dead one."""
+    servers = SERVER_SETS[3]
+    live = [0, 2, 3, 5, 6]
+    ours = Ketama(servers)
+    ours.rebuild(set(live))
+    theirs, free = libmemcached_mapper([servers[i] for i in live])
+    try:
+        for i in range(2000):
+            key = b"key:%d" % i
+            assert ours.server_index(key) == live[theirs(key)], key
+    finally:
+        free()
