@@ -476,7 +476,15 @@ class CacheService(Service):
         )
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        return True, {"curr_items": len(self.state.items), "bytes": self.state.bytes}
+        """Healthy while the listener accepts clients."""
+        accepting = self.listener is not None and self.listener.accepting
+        return accepting, {
+            "accepting": accepting,
+            "curr_connections": len(self.conns),
+            "curr_items": len(self.state.items),
+            "bytes": self.state.bytes,
+            "limit_maxbytes": self.state.max_memory_bytes,
+        }
 
 
 def _reject(sock: socket.socket) -> None:

@@ -30,6 +30,9 @@ def test_run_cache_serves_and_stops_cleanly(make_config) -> None:  # type: ignor
         with urllib.request.urlopen(f"http://{admin}/stats", timeout=10) as resp:
             stats = json.load(resp)["stats"]
         assert stats["get_hits"] == 1 and stats["curr_items"] == 1
+        with urllib.request.urlopen(f"http://{admin}/health", timeout=10) as resp:
+            health = json.load(resp)
+        assert resp.status == 200 and health["accepting"] is True and health["curr_items"] == 1
         # an idle client connection must not hold up the graceful stop
         idle = socket.create_connection((host, int(port)), timeout=10)
         proc.terminate()
