@@ -26,9 +26,9 @@ class ServiceSpec:
     crash_cleanup: str | None = None  # "module:function(config, host)" run after a crash
 
 
-# Start order: the log host first (everyone logs to it), then the tiers from the bottom up; the
-# supervisor stops them in reverse. heartbeat comes last so a VIP moves here only when the
-# services behind it are ready.
+# Start order: the log host first (everyone logs to it), then the tiers from the bottom up (cache,
+# the application, the proxy in front of it); the supervisor stops them in reverse. heartbeat
+# comes last so a VIP moves here only when the services behind it are ready.
 SERVICES: dict[str, ServiceSpec] = {
     spec.name: spec
     for spec in (
@@ -44,6 +44,8 @@ SERVICES: dict[str, ServiceSpec] = {
             "hastack.cache.server:CacheService",
             cli="hastack.cache.cli:register",
         ),
+        # The example web application behind the proxy: uses the cache, reproxy and syslog.
+        ServiceSpec("app", "hastack.app.config:AppConfig", "hastack.app.server:AppService"),
         ServiceSpec(
             "proxy",
             "hastack.proxy.config:ProxyConfig",

@@ -1,0 +1,1 @@
+"""The example web application behind the proxy (docs/app.md)."""
