@@ -51,18 +51,22 @@ async def _stats(address: Address, sub: str, timeout: float) -> dict[str, str]:
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(address.host, address.port), timeout
     )
+    out: dict[str, str] = {}
     try:
         writer.write(f"stats {sub}\r\n".encode() if sub else b"stats\r\n")
-        data = await asyncio.wait_for(reader.readuntil(b"END\r\n"), timeout)
+        while True:
+            line = (await asyncio.wait_for(reader.readline(), timeout)).decode("latin-1")
+            if line in ("END\r\n", ""):
+                break
+            parts = line.rstrip("\r\n").split(" ", 2)
+            if len(parts) == 3 and parts[0] == "STAT":
+                out[parts[1]] = parts[2]
+            else:
+                raise RuntimeError(
+                    f"{address}: 'stats {sub}' answered {line.strip()!r} (not a hastack cache?)"
+                )
     finally:
         writer.close()
-    out: dict[str, str] = {}
-    for line in data.decode("latin-1").splitlines():
-        parts = line.split(" ", 2)
-        if len(parts) == 3 and parts[0] == "STAT":
-            out[parts[1]] = parts[2]
-    if data.startswith(b"ERROR"):
-        raise RuntimeError(f"{address}: 'stats {sub}' not supported (not a hastack cache?)")
     return out
 
 
@@ -140,7 +144,7 @@ def cmd_size_estimate(args: argparse.Namespace) -> int:
     try:
         curves = asyncio.run(_fetch_all(addresses, args.timeout))
     except (OSError, TimeoutError, RuntimeError) as exc:
-        print(f"hastack cache size-estimate: {exc}")
+        print(f"hastack cache size-estimate: {exc or type(exc).__name__}")
         return 1
     accesses = sum(c.accesses for c in curves)
     print(f"servers: {len(curves)}  sampled workload: {accesses} accesses")
@@ -178,7 +182,7 @@ def cmd_hotkeys(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(run())
     except (OSError, TimeoutError, RuntimeError) as exc:
-        print(f"hastack cache hotkeys: {exc}")
+        print(f"hastack cache hotkeys: {exc or type(exc).__name__}")
         return 1
     print(f"{'server':<22} {'key':<40} {'~requests':>10} {'± error':>8}")
     for server, stats in result.items():

@@ -69,3 +69,16 @@ async def test_aiomcache(hastack_cache) -> None:  # type: ignore[no-untyped-def]
         assert await mc.get(b"am:n") is None
     finally:
         await mc.close()
+
+
+def test_size_estimate_explains_a_plain_memcached(memcached_port: int) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "hastack.cli", "cache", "size-estimate",
+         f"127.0.0.1:{memcached_port}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "'stats mrc' answered 'ERROR' (not a hastack cache?)" in out.stdout
