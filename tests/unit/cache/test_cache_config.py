@@ -46,3 +46,13 @@ def test_errors_name_the_key() -> None:
 def test_item_larger_than_memory_is_refused() -> None:
     with pytest.raises(ConfigError, match="max_item_bytes"):
         loads_config("[cache]\nmax_memory_bytes = 1048576\nmax_item_bytes = 2097152\n")
+
+
+def test_the_example_config_is_valid() -> None:
+    from pathlib import Path
+
+    from hastack.config import load_config
+
+    path = Path(__file__).resolve().parents[3] / "configs" / "examples" / "cache.toml"
+    cfg = load_config(path).services["cache"]
+    assert isinstance(cfg, CacheConfig) and cfg.admin_listen == Address("127.0.0.1", 9211)
