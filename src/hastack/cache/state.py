@@ -215,10 +215,14 @@ class CacheState:
         self._unlink(key, it)
 
     def _flushed(self, it: Item, now: int) -> bool:
+        """memcached's item_is_flushed, with one fix: an item killed by an immediate flush
+        (CAS below ``oldest_cas``) stays dead. memcached gates that test on ``oldest_live``
+        too, so a later ``flush_all <delay>`` (oldest_live in the future) briefly brings
+        flushed items its LRU maintainer has not reclaimed yet back to life."""
+        if self.oldest_cas and it.cb >> 3 < self.oldest_cas:
+            return True
         ol = self.oldest_live
-        if ol == 0 or ol > now:
-            return False
-        return it.time <= ol or (self.oldest_cas != 0 and it.cas < self.oldest_cas)
+        return ol != 0 and ol <= now and it.time <= ol
 
     def fetch(self, key: bytes, now: int) -> Item | None:
         """A get: ``peek`` then mark fetched and bump in the LRU. (The hot path: inlined.)"""
