@@ -1,48 +1,54 @@
 # hastack: `make run` starts the whole single-host stack, `make test` runs every check.
-# Both create .venv on first use; `make test` also installs the real peer daemons the
-# differential and interop tests compare against (memcached, rsyslog, perlbal, ...).
+# Both create .venv on first use. `make run` needs only the runtime dependencies; `make test`
+# adds the test tools and installs the real peer daemons the differential and interop tests
+# compare against (memcached, rsyslog, perlbal, ...; see .ci/apt-packages.txt).
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= configs/single-host.toml
 PYTEST_ARGS ?=
+RUN_STAMP  := $(VENV)/.run-installed
+TEST_STAMP := $(VENV)/.test-installed
 
-.PHONY: run test lint typecheck unit peers bench venv clean status down
+.PHONY: run test lint typecheck unit peers bench clean status down
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
+$(PY):
+	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[ha]'
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test,bench,ha]'
-	@touch $(STAMP)
+	@touch $@ $(RUN_STAMP)
 
-venv: $(STAMP)
-
-run: venv
+run: $(RUN_STAMP)
 	$(VENV)/bin/hastack up $(CONFIG)
 
-status: venv
+status: $(RUN_STAMP)
 	$(VENV)/bin/hastack status $(CONFIG)
 
-down: venv
+down: $(RUN_STAMP)
 	$(VENV)/bin/hastack down $(CONFIG)
 
 peers:
 	@.ci/install-peers
 
-lint: venv
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-typecheck: venv
+typecheck: $(TEST_STAMP)
 	$(VENV)/bin/mypy
 
-test: venv peers lint typecheck
+test: peers $(TEST_STAMP) lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: venv
+unit: $(TEST_STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: venv peers
+bench: peers $(TEST_STAMP)
 	$(PY) -m benchmarks.run_all
 
 clean:
