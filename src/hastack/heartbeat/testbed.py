@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hastack.testing import HastackProcess, write_config
+from hastack.testing import HastackProcess, poll_until, write_config
 from hastack.testing.netns import TestBed
 
 ECHO_PORT = 7007
@@ -313,14 +313,7 @@ listen = "0.0.0.0:{ECHO_PORT}"
         assert worst == 1, f"{worst} holders at once; VIP timeline:\n{timeline}"
 
     def wait_for(self, cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = cond()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or cond}")
-            time.sleep(0.02)
+        return poll_until(cond, timeout, what)
 
     def wait_master(self, name: str, timeout: float = 20.0) -> None:
         self.wait_for(lambda: self.holders() == [name], timeout, f"{name} to hold {self.vip}")

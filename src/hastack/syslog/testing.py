@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hastack.config import Address
 from hastack.syslog.config import SyslogConfig
+from hastack.testing import poll_until
+from hastack.testing import wait_until as async_wait_until
 
 LOOPBACK = Address("127.0.0.1", 0)
 
@@ -41,27 +40,9 @@ def all_lines(root: Path) -> list[str]:
     return out
 
 
-def wait_until(cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Blocking poll for a condition (threads and subprocess tests)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
-        time.sleep(0.02)
-
-
-async def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
-        await asyncio.sleep(0.02)
+# Blocking and asyncio condition waits (the shared harness's; names kept for these tests).
+wait_until = poll_until
+wait_for = async_wait_until
 
 
 async def wait_lines(root: Path, n: int, timeout: float = 20.0) -> list[str]:

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import json
 import os
 import select
@@ -18,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -58,6 +60,40 @@ async def running_service(
         finally:
             if admin is not None:
                 await admin.stop()
+
+
+def poll_until(
+    cond: Callable[[], Any], timeout: float = 20.0, what: str = "", interval: float = 0.02
+) -> Any:
+    """Block until ``cond()`` is truthy and return its value; AssertionError after ``timeout``.
+
+    For conditions nothing can notify us about (another process's files, a kernel table):
+    the deadline is a generous guard, never a synchronisation.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
+        time.sleep(interval)
+
+
+async def wait_until(
+    cond: Callable[[], Any], timeout: float = 20.0, what: str = "", interval: float = 0.01
+) -> Any:
+    """The asyncio twin of ``poll_until``; ``cond`` may also return an awaitable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
+        await asyncio.sleep(interval)
 
 
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:

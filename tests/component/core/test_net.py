@@ -13,15 +13,9 @@ from hastack.core.admin import AdminServer
 from hastack.core.net import ConnectionProtocol, serve_tcp, serve_udp
 from hastack.echo.config import EchoConfig
 from hastack.echo.server import EchoService
-from hastack.testing import running_service
+from hastack.testing import running_service, wait_until
 
 LOOPBACK = Address("127.0.0.1", 0)
-
-
-async def wait_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 class Hold(ConnectionProtocol):

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from hastack.heartbeat.config import HeartbeatConfig
 from hastack.heartbeat.proto import Codec, Message
 from hastack.heartbeat.server import HeartbeatService
 from hastack.testing import free_port, running_service
+from hastack.testing import wait_until as wait_for
 
 KEYS = {"1": "old", "2": "new"}
 
@@ -41,14 +42,6 @@ def make_config(name: str, port: int, peers: list[int], **kw: Any) -> HeartbeatC
     }
     table.update(kw)
     return config_from_dict(HeartbeatConfig, table, table_name="heartbeat")
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from hastack.config import config_from_dict
 from hastack.proxy.config import ProxyConfig
 from hastack.proxy.server import ProxyService
 from hastack.testing import running_service
+from hastack.testing import wait_until as wait_for  # noqa: F401 (re-exported for the tests)
 
 
 @asynccontextmanager
@@ -171,20 +172,6 @@ async def raw_request(
         return await asyncio.wait_for(reader.read(65536), timeout)
     finally:
         writer.close()
-
-
-async def wait_for(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        r = cond()
-        if not isinstance(r, bool):
-            r = await r
-        if r:
-            return
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def jsonb(data: bytes) -> Any:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from hastack.testing import HastackProcess, free_port, hastack_argv, write_config
+from hastack.testing import poll_until as wait_for
 
 
 def node_config(tmp: Path, name: str, port: int, peer: int, admin: int) -> Path:
@@ -38,13 +37,6 @@ link_check = false
 def ha(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(hastack_argv("--config", str(cfg), "ha", *args), capture_output=True,
                           text=True, timeout=30)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_run_status_standby_takeover_and_sigterm(tmp_path: Path) -> None:
