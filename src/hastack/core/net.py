@@ -18,6 +18,7 @@ import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from ssl import SSLContext
 from typing import Any
 
 from hastack.config import Address
@@ -148,8 +149,14 @@ class TcpListener:
         name: str = "listen",
         max_connections: int = 1024,
         on_reject: Callable[[socket.socket], None] | None = None,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout: float = 30.0,
     ) -> None:
         self.name = name
+        # TLS (e.g. syslog over RFC 5425): the handshake runs after accept, inside the slot,
+        # so TLS clients count against max_connections like any other.
+        self._ssl = ssl
+        self._ssl_handshake_timeout = ssl_handshake_timeout
         self.address = _sock_address(sock)
         self.max_connections = max_connections
         self._sock = sock
@@ -228,7 +235,16 @@ class TcpListener:
                 self._release(protocol)
                 conn.close()
 
-        fut = asyncio.ensure_future(loop.connect_accepted_socket(lambda: protocol, conn))
+        if self._ssl is None:
+            attach = loop.connect_accepted_socket(lambda: protocol, conn)
+        else:
+            attach = loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=self._ssl,
+                ssl_handshake_timeout=self._ssl_handshake_timeout,
+            )
+        fut = asyncio.ensure_future(attach)
         fut.add_done_callback(attach_failed)
 
     def _release(self, protocol: ConnectionProtocol) -> None:
@@ -282,10 +298,16 @@ async def serve_tcp(
     on_reject: Callable[[socket.socket], None] | None = None,
     backlog: int = 1024,
     reuse_port: bool = False,
+    ssl: SSLContext | None = None,
 ) -> TcpListener:
     sock = bind_tcp(address, backlog, reuse_port)
     listener = TcpListener(
-        sock, protocol_factory, name=name, max_connections=max_connections, on_reject=on_reject
+        sock,
+        protocol_factory,
+        name=name,
+        max_connections=max_connections,
+        on_reject=on_reject,
+        ssl=ssl,
     )
     listener.start()
     return listener

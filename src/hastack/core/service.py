@@ -15,6 +15,7 @@ import logging
 import socket
 from collections.abc import Callable, Coroutine
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -120,6 +121,7 @@ class Service(abc.ABC):
         max_connections: int = 1024,
         on_reject: Callable[[socket.socket], None] | None = None,
         backlog: int = 1024,
+        ssl: SSLContext | None = None,
     ) -> TcpListener:
         listener = await serve_tcp(
             address,
@@ -128,6 +130,7 @@ class Service(abc.ABC):
             max_connections=max_connections,
             on_reject=on_reject,
             backlog=backlog,
+            ssl=ssl,
         )
         self.tcp_listeners.append(listener)
         return listener

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from hastack.config import Address, HostConfig
-from hastack.core.net import ConnectionProtocol, bind_tcp, set_rcvbuf
+from hastack.core.net import ConnectionProtocol, set_rcvbuf
 from hastack.core.service import Service
 from hastack.syslog.config import SyslogConfig
 from hastack.syslog.forward import ForwardSpool
@@ -319,7 +319,6 @@ class SyslogService(Service):
         self.tcp_conns: set[SyslogTcp] = set()
         self.spool: ForwardSpool | None = None
         self.writer: Writer | None = None
-        self.tls_server: asyncio.Server | None = None
         self.unix_transport: asyncio.DatagramTransport | None = None
         self.unix_path: Path | None = None
         self.udp_sock: socket.socket | None = None
@@ -428,14 +427,13 @@ class SyslogService(Service):
         if cfg.tls_ca_file is not None:
             ctx.load_verify_locations(cfg.tls_ca_file)
             ctx.verify_mode = ssl.CERT_REQUIRED
-        # The core's TcpListener has no TLS option: serve TLS with asyncio's own server.
-        sock = bind_tcp(address)
-        loop = asyncio.get_running_loop()
-        self.tls_server = await loop.create_server(
-            lambda: SyslogTcp(self, "tls"), sock=sock, ssl=ctx, ssl_handshake_timeout=30.0
+        await self.listen_tcp(
+            address,
+            lambda: SyslogTcp(self, "tls"),
+            name="tls",
+            max_connections=cfg.max_connections,
+            ssl=ctx,
         )
-        name = sock.getsockname()
-        self.tls_address = Address(name[0], name[1])
 
     async def _start_unix(self, path: Path) -> None:
         """A local datagram socket (what syslog(3) writes to as /dev/log); the core has no
@@ -451,8 +449,6 @@ class SyslogService(Service):
         out = super().addresses()
         if self.unix_transport is not None:
             out["unix"] = str(self.unix_path)
-        if self.tls_server is not None:
-            out["tls"] = str(self.tls_address)
         return out
 
     async def drain(self) -> None:
@@ -460,10 +456,6 @@ class SyslogService(Service):
             self.unix_transport.close()
             if self.unix_path is not None:
                 unlink_quietly(self.unix_path)
-        if self.tls_server is not None:
-            self.tls_server.close()
-            for conn in list(self.tcp_conns):
-                conn.graceful_close()
         if self.writer is not None:
             await self.writer.flush(self.cfg.shutdown_timeout)
         for _, q in list(self.subscribers):
