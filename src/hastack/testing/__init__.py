@@ -13,6 +13,7 @@ import inspect
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from hastack.config import HostConfig, ServiceConfig
 from hastack.core.admin import AdminServer
@@ -60,6 +61,26 @@ async def running_service(
         finally:
             if admin is not None:
                 await admin.stop()
+
+
+def missing_peer(reason: str) -> NoReturn:
+    """A test's real peer (daemon, tool, client library) is absent: skip with the reason, but
+    fail when ``CI`` is set, where .ci/run installs every peer and a skip would hide a gap."""
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run this test, but: {reason}")
+    pytest.skip(reason)
+
+
+def require_binary(name: str, package: str) -> str:
+    """The path of command ``name``; ``missing_peer`` when it is not installed."""
+    path = shutil.which(name) or next(
+        (p for d in ("/usr/sbin", "/sbin") if os.access(p := f"{d}/{name}", os.X_OK)), None
+    )
+    if path is None:
+        missing_peer(f"{name} is not installed (Debian package {package}, .ci/apt-packages.txt)")
+    return path
 
 
 def poll_until(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
 import subprocess
 from pathlib import Path
@@ -14,7 +13,7 @@ from hastack.config import Address, HostConfig
 from hastack.syslog.proto import frame_octet_counted, parse_line
 from hastack.syslog.server import SyslogService
 from hastack.syslog.testing import all_lines, make_config, wait_for, wait_lines
-from hastack.testing import free_port, running_service
+from hastack.testing import free_port, require_binary, running_service
 
 
 def addr(svc: SyslogService, name: str) -> tuple[str, int]:
@@ -24,8 +23,7 @@ def addr(svc: SyslogService, name: str) -> tuple[str, int]:
 
 @pytest.fixture
 def cert(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed (Debian package openssl)")
+    require_binary("openssl", "openssl")
     crt, key = tmp_path / "c.pem", tmp_path / "k.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 
 from hastack.cache.client import CacheClient, Ketama, Server
+from hastack.testing import missing_peer
 
-pylibmc = pytest.importorskip(
-    "pylibmc", reason="pylibmc not installed (pip install pylibmc; needs libmemcached-dev)"
-)
+try:
+    import pylibmc
+except ImportError:
+    missing_peer("pylibmc not installed (the [test] extra installs it)")
 pytestmark = pytest.mark.peer
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
+
+from hastack.testing import require_binary
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "component" / "proxy"))
 
@@ -46,8 +47,8 @@ def table(app: str, root: Path) -> dict[str, object]:
     }
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 async def test_curl(tmp_path: Path) -> None:
+    require_binary("curl", "curl")
     (tmp_path / "f.bin").write_bytes(b"abcdefghij" * 1000)
     async with serve_app(make_backend("a")) as app, run_proxy(table(app, tmp_path)) as svc:
         h, p = proxy_addr(svc)
@@ -70,8 +71,8 @@ async def test_curl(tmp_path: Path) -> None:
         assert out == b"".join(b"part%d\n" % i for i in range(5))
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 async def test_wrk_short_run(tmp_path: Path) -> None:
+    require_binary("wrk", "wrk")
     async with serve_app(make_backend("a")) as app, run_proxy(table(app, tmp_path)) as svc:
         h, p = proxy_addr(svc)
         rc, out, err = await run("wrk", "-t1", "-c8", "-d1s", f"http://{h}:{p}/hello")
@@ -83,7 +84,7 @@ async def test_wrk_short_run(tmp_path: Path) -> None:
 
 
 def test_on_uvloop_static_and_reproxy_file(tmp_path: Path) -> None:
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # a runtime dependency of hastack
     data = bytes(range(256)) * 8192  # 2 MiB: several sendfile rounds
 
     (tmp_path / "big.bin").write_bytes(data)

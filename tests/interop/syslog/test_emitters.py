@@ -6,7 +6,6 @@ import asyncio
 import logging
 import logging.handlers
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from hastack.core.logs import syslog_handler
 from hastack.syslog.proto import parse_line
 from hastack.syslog.server import SyslogService
 from hastack.syslog.testing import all_lines, make_config, wait_for, wait_lines
-from hastack.testing import free_port, running_service
+from hastack.testing import free_port, require_binary, running_service
 
 pytestmark = pytest.mark.peer
 
@@ -37,8 +36,7 @@ def port_of(svc: SyslogService, name: str) -> int:
 
 
 async def logger(*args: str) -> None:
-    if shutil.which("logger") is None:
-        pytest.skip("util-linux logger not installed (Debian package bsdutils)")
+    require_binary("logger", "bsdutils")
     proc = await asyncio.create_subprocess_exec(
         "logger", *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -185,9 +183,7 @@ action(type="omfwd" target="127.0.0.1" port="{udp}" protocol="udp"
 
 
 async def test_rsyslog_forwarding_templates(collector: SyslogService, tmp_path: Path) -> None:
-    rsyslogd = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
-    if not os.path.exists(rsyslogd):
-        pytest.skip("rsyslog not installed (Debian package rsyslog)")
+    rsyslogd = require_binary("rsyslogd", "rsyslog")
     work = tmp_path / "rsyslog"
     work.mkdir()
     inport = free_port()
@@ -249,9 +245,7 @@ action(type="omfile" file="{out}" template="fields")
 
 async def test_forwarding_to_rsyslog(tmp_path: Path) -> None:
     """hastack relays RFC 5424 with octet counting; rsyslog (imtcp) reads every field back."""
-    rsyslogd = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
-    if not os.path.exists(rsyslogd):
-        pytest.skip("rsyslog not installed (Debian package rsyslog)")
+    rsyslogd = require_binary("rsyslogd", "rsyslog")
     work = tmp_path / "rsyslog"
     work.mkdir()
     port = free_port()
