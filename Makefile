@@ -13,7 +13,8 @@ TEST_STAMP := $(VENV)/.test-installed
 .PHONY: run test lint typecheck unit peers bench clean status down
 
 $(PY):
-	python3 -m venv $(VENV)
+	@python3 -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
 
 $(RUN_STAMP): pyproject.toml | $(PY)
