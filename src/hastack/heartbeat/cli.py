@@ -1,7 +1,8 @@
 """`hastack ha status|standby|takeover`: talk to the local heartbeat daemon's admin endpoint.
 
 Like Heartbeat's cl_status / hb_standby / hb_takeover. The endpoint is ``admin_listen`` of the
-``[heartbeat]`` table in the host config (or ``--admin HOST:PORT``).
+``[heartbeat]`` table in the host config (or ``--admin HOST:PORT``). ``standby`` and
+``takeover`` act on every resource group unless ``--group NAME`` picks one.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -24,12 +26,13 @@ def register(subparsers: Any) -> None:
     s = sub.add_parser("status", help="who holds the VIP, peers, heartbeat ages")
     s.add_argument("--json", action="store_true", help="print the raw JSON")
     s.set_defaults(func=cmd_status)
-    sub.add_parser("standby", help="give the resources up (hb_standby)").set_defaults(
-        func=cmd_standby
-    )
-    sub.add_parser("takeover", help="take the resources over (hb_takeover)").set_defaults(
-        func=cmd_takeover
-    )
+    for name, func, text in (
+        ("standby", cmd_standby, "give the resources up (hb_standby)"),
+        ("takeover", cmd_takeover, "take the resources over (hb_takeover)"),
+    ):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("--group", metavar="NAME", help="only this resource group (default: all)")
+        c.set_defaults(func=func)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -59,39 +62,58 @@ def _call(args: argparse.Namespace, method: str, path: str) -> dict[str, Any] | 
         with urllib.request.urlopen(req, timeout=args.timeout) as resp:
             data: dict[str, Any] = json.loads(resp.read())
             return data
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        print(f"{url}: {reason}", file=sys.stderr)
+        return None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"cannot reach the heartbeat daemon at {url}: {exc}", file=sys.stderr)
         return None
 
 
 def format_status(st: dict[str, Any]) -> str:
-    rows = [("NODE", "STATE", "PRIO", "LAST HB", "VIP", "VOTE")]
-    rows.append((
-        f"{st['node']} (self)",
-        st["state"] + (" standby" if st.get("standby") else ""),
-        str(st["priority"]),
-        "-",
-        "yes" if st.get("holds_vip") else "no",
-        str(st.get("vote") or "-"),
-    ))
-    for p in st.get("peers", []):
+    """One row per (group, node); the GROUP column appears when the node runs several groups."""
+    groups: list[dict[str, Any]] = st.get("groups") or [st]
+    multi = len(groups) > 1 or groups[0].get("group", "default") != "default"
+    rows: list[tuple[str, ...]] = [("NODE", "GROUP", "STATE", "PRIO", "LAST HB", "VIP", "VOTE")]
+    for g in groups:
         rows.append((
-            p["node"],
-            p["state"] if p["alive"] else f"dead ({p['state']})",
-            str(p["priority"]),
-            f"{p['age'] * 1000:.0f} ms" if p["age"] < 10 else f"{p['age']:.1f} s",
-            "yes" if p["master"] else "no",
-            str(p.get("vote") or "-"),
+            f"{g['node']} (self)",
+            str(g.get("group")),
+            g["state"] + (" standby" if g.get("standby") else ""),
+            str(g["priority"]),
+            "-",
+            "yes" if g.get("holds_vip") else "no",
+            str(g.get("vote") or "-"),
         ))
+        for p in g.get("peers", []):
+            rows.append((
+                p["node"],
+                str(g.get("group")),
+                p["state"] if p["alive"] else f"dead ({p['state']})",
+                str(p["priority"]),
+                f"{p['age'] * 1000:.0f} ms" if p["age"] < 10 else f"{p['age']:.1f} s",
+                "yes" if p["master"] else "no",
+                str(p.get("vote") or "-"),
+            ))
+    if not multi:
+        rows = [r[:1] + r[2:] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    vips = ", ".join(st.get("vips", [])) or "-"
     faults = ", ".join(st.get("faults", [])) or "none"
-    lines.append("")
-    lines.append(
-        f"VIPs {vips}; quorum {'on' if st.get('quorum') else 'off'} "
+    summary = (
+        f"quorum {'on' if st.get('quorum') else 'off'} "
         f"({st.get('visible')}/{st.get('configured')} visible); faults: {faults}"
     )
+    lines.append("")
+    if multi:
+        lines += [f"{g['group']}: VIPs {', '.join(g.get('vips', [])) or '-'}" for g in groups]
+        lines.append(summary)
+    else:
+        lines.append(f"VIPs {', '.join(st.get('vips', [])) or '-'}; {summary}")
     return "\n".join(lines)
 
 
@@ -103,17 +125,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_standby(args: argparse.Namespace) -> int:
-    st = _call(args, "POST", "/ha/standby")
+def _command(args: argparse.Namespace, action: str) -> int:
+    path = f"/ha/{action}"
+    if args.group:
+        path += "?" + urllib.parse.urlencode({"group": args.group})
+    st = _call(args, "POST", path)
     if st is None:
         return 1
-    print(f"{st['node']}: standby requested (state {st['state']})")
+    groups = [g for g in st.get("groups") or [st] if not args.group or g["group"] == args.group]
+    if len(st.get("groups") or [st]) == 1:
+        print(f"{st['node']}: {action} requested (state {st['state']})")
+    else:
+        states = ", ".join(f"{g['group']} {g['state']}" for g in groups)
+        print(f"{st['node']}: {action} requested ({states})")
     return 0
+
+
+def cmd_standby(args: argparse.Namespace) -> int:
+    return _command(args, "standby")
 
 
 def cmd_takeover(args: argparse.Namespace) -> int:
-    st = _call(args, "POST", "/ha/takeover")
-    if st is None:
-        return 1
-    print(f"{st['node']}: takeover requested (state {st['state']})")
-    return 0
+    return _command(args, "takeover")

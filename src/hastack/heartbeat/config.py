@@ -1,14 +1,24 @@
-"""[heartbeat]: cluster membership, election timers, the floating IP and its resource group."""
+"""[heartbeat]: cluster membership, election timers, the floating IPs and their resource groups.
+
+A config without ``[[heartbeat.groups]]`` has one group, ``default``, made of the top-level
+``vips``, ``resources``, ``priority`` and ``auto_failback``. With ``[[heartbeat.groups]]`` each
+entry is a group of its own (one haresources line: its own preferred node, VIPs and scripts);
+membership, transport, keys, timers, quorum, ping targets and hooks stay shared.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from hastack.config import Address, ServiceConfig, setting
+from hastack.heartbeat.proto import DEFAULT_GROUP
+
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +35,36 @@ class ResourceConfig:
         0.0, min=0.0, help="run `status` this often while started; failure moves the group; 0=off"
     )
     status_timeout: float = setting(10.0, min=0.1, help="a status check taking longer failed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupConfig:
+    """One resource group (one haresources line): its VIPs and scripts, this node's priority."""
+
+    name: str = setting(help="group name (letters, digits, _ . -); the same on every node")
+    priority: int | None = setting(
+        None, min=1, max=255,
+        help="this node's priority for this group (highest is the preferred node); "
+        "default: [heartbeat].priority",
+    )
+    vips: tuple[str, ...] = setting(
+        (), help='this group\'s floating addresses "ip/prefix" or "ip/prefix/dev"'
+    )
+    resources: tuple[ResourceConfig, ...] = setting(
+        (), help="[[heartbeat.groups.resources]]: started in order after the VIPs"
+    )
+    auto_failback: bool | None = setting(
+        None, help="preempt for this group; default: [heartbeat].auto_failback"
+    )
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        if not _GROUP_NAME.match(self.name):
+            yield ("name", "expected 1-64 letters, digits, '_', '.' or '-'")
+        for vip in self.vips:
+            try:
+                parse_vip(vip, "eth0")
+            except ValueError as exc:
+                yield ("vips", str(exc))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +143,10 @@ class HeartbeatConfig(ServiceConfig):
     resources: tuple[ResourceConfig, ...] = setting(
         (), help="[[heartbeat.resources]]: started in order after the VIP, stopped in reverse"
     )
+    groups: tuple[GroupConfig, ...] = setting(
+        (), help="[[heartbeat.groups]]: several resource groups, each with its own preferred "
+        "node (active/active); replaces the top-level vips/resources"
+    )
     notify_command: tuple[str, ...] = setting(
         (), help="argv run on every transition with OLD NEW REASON appended (notify_master...)"
     )
@@ -156,6 +200,38 @@ class HeartbeatConfig(ServiceConfig):
             yield ("nodes", f"does not list this node {self.node!r}")
         if self.quorum and len(self.nodes) < 3:
             yield ("quorum", "needs nodes = [...] with at least 3 members (2 cannot outvote 1)")
+        if self.groups:
+            for key in ("vips", "resources"):
+                if getattr(self, key):
+                    yield (key, "with [[heartbeat.groups]], give each group its own " + key)
+        names: set[str] = set()
+        owner: dict[str, str] = {}
+        for i, group in enumerate(self.groups):
+            if group.name in names:
+                yield (f"groups[{i}].name", f"group {group.name!r} is defined twice")
+            names.add(group.name)
+            for vip in group.vips:
+                try:
+                    ip = parse_vip(vip, self.vip_interface)[0]
+                except ValueError:
+                    continue  # reported by the group itself
+                if ip in owner and owner[ip] != group.name:
+                    yield (f"groups[{i}].vips", f"{ip} is already in group {owner[ip]!r}")
+                owner.setdefault(ip, group.name)
+
+    def effective_groups(self) -> tuple[GroupConfig, ...]:
+        """The groups this node runs, with priority and auto_failback filled in."""
+        if not self.groups:
+            return (GroupConfig(name=DEFAULT_GROUP, priority=self.priority, vips=self.vips,
+                                resources=self.resources, auto_failback=self.auto_failback),)
+        return tuple(
+            replace(
+                g,
+                priority=self.priority if g.priority is None else g.priority,
+                auto_failback=self.auto_failback if g.auto_failback is None else g.auto_failback,
+            )
+            for g in self.groups
+        )
 
 
 def parse_vip(text: str, default_dev: str) -> tuple[str, int, str]:

@@ -11,11 +11,16 @@ One datagram carries one message. Layout (all integers big-endian)::
 Receivers accept any configured key (key rollover without downtime: add the new key on every
 node, switch ``send_key`` node by node, then drop the old key); senders use exactly one.
 
+Resource groups: a node runs one election per group (haresources' several lines) over the
+same socket and keys; every message names its group (``g``, left out for the ``default``
+group, so a single-group cluster sends exactly what it sent before groups existed).
+
 Replay protection (``ReplayGuard``): every sender has a boot id (its start time in ns, so a
 restarted node always has a larger one) and a per-boot sequence number that only grows.
 A datagram is accepted only if its (boot, seq) is newer than the last accepted one from that
-node, and its timestamp is within ``max_clock_skew`` of the receiver's clock (so a capture
-replayed after the receiver restarted, when it has no (boot, seq) memory yet, is still refused).
+node for that group (each group's election counts its own sequence), and its timestamp is
+within ``max_clock_skew`` of the receiver's clock (so a capture replayed after the receiver
+restarted, when it has no (boot, seq) memory yet, is still refused).
 
 Nothing here does I/O or reads a clock: ``now`` is an argument.
 """
@@ -42,6 +47,7 @@ MessageType = Literal["hb", "bye"]
 NodeState = Literal["init", "backup", "master", "fault"]
 NODE_STATES: tuple[NodeState, ...] = ("init", "backup", "master", "fault")
 MESSAGE_TYPES: tuple[MessageType, ...] = ("hb", "bye")
+DEFAULT_GROUP = "default"  # the group of a config without [[heartbeat.groups]]
 
 # Rejection reasons (stable strings: they are the labels of the ``rejected_*`` counters).
 R_SHORT = "short"
@@ -56,6 +62,7 @@ R_SELF = "own_message"
 R_CLOCK = "clock_window"
 R_REPLAY = "replay"
 R_OLD_BOOT = "old_boot"
+R_GROUP = "unknown_group"  # a resource group this node does not run (configs differ)
 REJECT_REASONS = (
     R_SHORT,
     R_TOO_LARGE,
@@ -69,6 +76,7 @@ REJECT_REASONS = (
     R_CLOCK,
     R_REPLAY,
     R_OLD_BOOT,
+    R_GROUP,
 )
 
 
@@ -86,6 +94,7 @@ class Message:
 
     ``vote``/``vote_boot``/``vote_seq``: the node this sender currently supports as master and
     the last (boot, seq) it heard from that node: the echo the master turns into a lease.
+    ``group``: the resource group whose election this message belongs to.
     """
 
     type: MessageType
@@ -103,6 +112,7 @@ class Message:
     vote: str | None = None
     vote_boot: int = 0
     vote_seq: int = 0
+    group: str = DEFAULT_GROUP
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +132,7 @@ _KEYS = {
     "v": "vote",
     "vb": "vote_boot",
     "vq": "vote_seq",
+    "g": "group",
     "x": "extra",
 }
 
@@ -144,6 +155,8 @@ def _pack_body(msg: Message) -> bytes:
         "vb": msg.vote_boot,
         "vq": msg.vote_seq,
     }
+    if msg.group != DEFAULT_GROUP:
+        body["g"] = msg.group
     if msg.extra:
         body["x"] = dict(msg.extra)
     return msgpack.packb(body, use_bin_type=True)
@@ -213,6 +226,7 @@ def _unpack_body(raw: bytes) -> Message:
         vote=vote,
         vote_boot=_int(body.get("vb", 0), "vote_boot"),
         vote_seq=_int(body.get("vq", 0), "vote_seq"),
+        group=_str(body.get("g", DEFAULT_GROUP), "group"),
         extra=extra,
     )
 
@@ -284,7 +298,7 @@ class Codec:
 
 
 class ReplayGuard:
-    """Per-sender (boot, seq) memory and a timestamp window.
+    """Per-sender (and per-group) (boot, seq) memory and a timestamp window.
 
     ``accept(msg, now)`` raises ``Rejected`` for replays and out-of-window timestamps and
     otherwise records the message as the newest from its sender.
@@ -297,21 +311,21 @@ class ReplayGuard:
         # How far a sender's clock may differ from ours. Heartbeat has no such window (it only
         # tracks sequence numbers); 30 s tolerates NTP-synced hosts and refuses old captures.
         max_clock_skew: float = 30.0,
-        # Senders remembered; more than any sane cluster, bounded against forged names (which
-        # cannot pass the MAC anyway).
+        # (sender, group) pairs remembered; more than any sane cluster, bounded against forged
+        # names (which cannot pass the MAC anyway).
         max_senders: int = 256,
     ) -> None:
         self.own_node = own_node
         self.max_clock_skew = max_clock_skew
         self.max_senders = max_senders
-        self.last: dict[str, tuple[int, int]] = {}
+        self.last: dict[tuple[str, str], tuple[int, int]] = {}
 
     def check(self, msg: Message, now: float) -> None:
         if msg.node == self.own_node:
             raise Rejected(R_SELF)
         if abs(msg.timestamp - now) > self.max_clock_skew:
             raise Rejected(R_CLOCK, f"timestamp off by {msg.timestamp - now:+.3f} s")
-        prev = self.last.get(msg.node)
+        prev = self.last.get((msg.node, msg.group))
         if prev is not None:
             boot, seq = prev
             if msg.boot < boot:
@@ -319,11 +333,11 @@ class ReplayGuard:
             if msg.boot == boot and msg.seq <= seq:
                 raise Rejected(R_REPLAY, f"seq {msg.seq} <= {seq}")
         elif len(self.last) >= self.max_senders:
-            raise Rejected(R_BODY, "too many distinct senders")
+            raise Rejected(R_BODY, "too many distinct senders and groups")
 
     def accept(self, msg: Message, now: float) -> None:
         self.check(msg, now)
-        self.last[msg.node] = (msg.boot, msg.seq)
+        self.last[(msg.node, msg.group)] = (msg.boot, msg.seq)
 
 
 def parse_key_spec(spec: str) -> bytes:

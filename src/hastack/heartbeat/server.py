@@ -1,11 +1,14 @@
 """The heartbeat daemon: UDP transports, the VIP, GARP, resource scripts, hooks.
 
-A thin asyncio shell around ``state.Election``: datagrams are verified by ``proto.Codec`` and
-``proto.ReplayGuard``, fed to the election with ``time.monotonic()``, and the actions that come
-back are carried out in order. VIP changes, GARP frames and heartbeats happen synchronously
-inside that call (a netlink round trip is ~1 ms; a heartbeat must never report "not master"
-before the address is gone). Resource scripts, notify hooks and fencing run one at a time in a
-worker task so a slow script never delays a heartbeat.
+A thin asyncio shell around ``state.Election``, one per resource group (``Group``; a config
+without ``[[heartbeat.groups]]`` has just the ``default`` group). Datagrams are verified by
+``proto.Codec`` and ``proto.ReplayGuard``, handed to their group's election with
+``time.monotonic()``, and the actions that come back are carried out in order. VIP changes,
+GARP frames and heartbeats happen synchronously inside that call (a netlink round trip is
+~1 ms; a heartbeat must never report "not master" before the address is gone). Resource
+scripts, notify hooks and fencing run one at a time in a worker task per group, so a slow
+script never delays a heartbeat (or another group). Faults seen by the node (carrier, ping
+targets) go to every group; a clean stop resigns them all.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -34,12 +37,13 @@ from hastack.core.net import UdpListener
 from hastack.core.service import Service
 from hastack.errors import ServiceError
 from hastack.heartbeat import proto
-from hastack.heartbeat.config import HeartbeatConfig, ResourceConfig, parse_vip
+from hastack.heartbeat.config import GroupConfig, HeartbeatConfig, ResourceConfig, parse_vip
 from hastack.heartbeat.state import (
     Action,
     AddVip,
     Election,
     ElectionConfig,
+    FaultReason,
     LateHeartbeat,
     Notify,
     RemoveVip,
@@ -176,12 +180,17 @@ def load_keys(cfg: HeartbeatConfig) -> tuple[int, dict[int, bytes]]:
         raise ServiceError(f"{path}: {exc}") from None
 
 
+def group_vips(cfg: HeartbeatConfig, group: GroupConfig) -> list[Vip]:
+    return [Vip(*parse_vip(v, cfg.vip_interface)) for v in group.vips]
+
+
 def configured_vips(cfg: HeartbeatConfig) -> list[Vip]:
-    return [Vip(*parse_vip(v, cfg.vip_interface)) for v in cfg.vips]
+    """Every group's VIPs."""
+    return [vip for group in cfg.effective_groups() for vip in group_vips(cfg, group)]
 
 
 def crash_cleanup(config: ServiceConfig, host: HostConfig) -> None:
-    """Withdraw the VIPs of a daemon that died without its exit path (kill -9, OOM).
+    """Withdraw every group's VIPs of a daemon that died without its exit path (kill -9, OOM).
 
     The supervisor calls this after the process is gone and before restarting it: a dead
     daemon's address would otherwise stay up for good next to the new master's.
@@ -207,14 +216,18 @@ def crash_cleanup(config: ServiceConfig, host: HostConfig) -> None:
 
 
 def send_resign(cfg: HeartbeatConfig, node: str) -> int:
-    """Send one signed ``bye`` for ``node`` to every configured destination; returns the count."""
+    """Send a signed ``bye`` of every group for ``node`` to every destination; returns the count."""
     send_key, keys = load_keys(cfg)
     codec = proto.Codec(keys, send_key, cluster=cfg.cluster)
-    msg = proto.Message(
-        type="bye", cluster=cfg.cluster, node=node, boot=time.time_ns(), seq=1,
-        timestamp=time.time(), priority=cfg.priority, address=cfg.address, state="backup",
-    )
-    data = codec.encode(msg)
+    boot = time.time_ns()
+    datagrams = [
+        codec.encode(proto.Message(
+            type="bye", cluster=cfg.cluster, node=node, boot=boot, seq=1, timestamp=time.time(),
+            priority=group.priority or cfg.priority, address=cfg.address, state="backup",
+            group=group.name,
+        ))
+        for group in cfg.effective_groups()
+    ]
     dests = [(a.host, a.port) for a in cfg.unicast_peers]
     if cfg.multicast_group is not None:
         dests.append((cfg.multicast_group.host, cfg.multicast_group.port))
@@ -230,11 +243,12 @@ def send_resign(cfg: HeartbeatConfig, node: str) -> int:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
                                 socket.inet_aton(cfg.multicast_interface))
         for dest in dests:
-            try:
-                sock.sendto(data, dest)
-                sent += 1
-            except OSError as exc:
-                log.debug("resign to %s failed: %s", dest, exc)
+            for data in datagrams:
+                try:
+                    sock.sendto(data, dest)
+                    sent += 1
+                except OSError as exc:
+                    log.debug("resign to %s failed: %s", dest, exc)
     return sent
 
 
@@ -290,6 +304,25 @@ class CheckResources:
 _NOT_RUNNING = re.compile(r"\b(not running|stopped|dead)\b", re.IGNORECASE)
 
 
+@dataclass(eq=False)
+class Group:
+    """One resource group on this node: its election, VIPs, started scripts and worker queue."""
+
+    cfg: GroupConfig
+    election: Election
+    vips: list[Vip]
+    vip_held: bool = False
+    work: asyncio.Queue[Action | CheckResources] = field(default_factory=asyncio.Queue)
+    started_resources: list[ResourceConfig] = field(default_factory=list)
+    last_status: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # recent transitions
+    label: str = ""  # "[name] " in log lines when the node runs several groups
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, service: HeartbeatService) -> None:
         self.service = service
@@ -312,7 +345,6 @@ class HeartbeatService(Service):
         assert isinstance(config, HeartbeatConfig)
         self.cfg = config
         self.node_name = config.node or self.host.name
-        self.vips = configured_vips(config)
         address = config.address or (config.bind.host if config.bind.host != "0.0.0.0" else "")
         nodes = config.nodes or (self.node_name,)
         self.election_cfg = ElectionConfig(
@@ -334,7 +366,22 @@ class HeartbeatService(Service):
         )
         self.codec: proto.Codec | None = None  # built in start(): reading keys may fail
         self.guard = proto.ReplayGuard(self.node_name, max_clock_skew=config.replay_window_timeout)
-        self.election = Election(self.election_cfg, boot=time.time_ns())
+        boot = time.time_ns()
+        self.groups: dict[str, Group] = {}
+        for gc in config.effective_groups():
+            ecfg = replace(
+                self.election_cfg,
+                group=gc.name,
+                priority=config.priority if gc.priority is None else gc.priority,
+                auto_failback=(
+                    config.auto_failback if gc.auto_failback is None else gc.auto_failback
+                ),
+            )
+            self.groups[gc.name] = Group(
+                gc, Election(ecfg, boot=boot), group_vips(config, gc),
+                label=f"[{gc.name}] " if config.groups else "",
+            )
+        self.vips = [vip for g in self.groups.values() for vip in g.vips]
         self.addrs: AddressManager | None = None
         self.announcer: Announcer | None = None
         self.udp: UdpListener | None = None
@@ -343,13 +390,8 @@ class HeartbeatService(Service):
             self.destinations.append((config.multicast_group.host, config.multicast_group.port))
         if config.broadcast is not None:
             self.destinations.append((config.broadcast.host, config.broadcast.port))
-        self.vip_held = False
         self._wake = asyncio.Event()
-        self._work: asyncio.Queue[Action | CheckResources] = asyncio.Queue()
-        self._last_status: dict[str, float] = {}
         self._atexit: Callable[[], None] | None = None
-        self.started_resources: list[ResourceConfig] = []
-        self.history: list[dict[str, Any]] = []  # recent transitions, for status
         s = self.stats
         self.received = s.counter("datagrams_received", help="heartbeats accepted")
         self.sent = s.counter("datagrams_sent", help="datagrams sent (all destinations)")
@@ -365,9 +407,26 @@ class HeartbeatService(Service):
         self.vip_removes = s.counter("vip_removes", help="VIP addresses removed")
         self.late = s.counter("late_heartbeats", help="peer silences longer than warn_timeout")
         self.hook_failures = s.counter("hook_failures", help="resource/notify/fence failures")
-        s.gauge("is_master", lambda: int(self.election.master), help="1 while holding the VIP")
-        s.gauge("transitions", lambda: self.election.transitions, help="state changes")
+        s.gauge("is_master", lambda: int(any(g.election.master for g in self.groups.values())),
+                help="1 while holding a group's VIP")
+        s.gauge("groups_master", lambda: sum(g.election.master for g in self.groups.values()),
+                help="resource groups this node is master of")
+        s.gauge("transitions", lambda: sum(g.election.transitions for g in self.groups.values()),
+                help="state changes (all groups)")
         s.gauge("peers_alive", lambda: self.election.visible(time.monotonic()) - 1, help="")
+
+    @property
+    def election(self) -> Election:
+        """The first group's election (the only one in a config without groups)."""
+        return next(iter(self.groups.values())).election
+
+    @property
+    def vip_held(self) -> bool:
+        return any(g.vip_held for g in self.groups.values())
+
+    @property
+    def started_resources(self) -> list[ResourceConfig]:
+        return [r for g in self.groups.values() for r in g.started_resources]
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -390,12 +449,13 @@ class HeartbeatService(Service):
                 )
             await self._open_udp()
             now = time.monotonic()
-            self._apply(self.election.start(now))
+            for group in self.groups.values():
+                self._apply(group, group.election.start(now))
+                self.spawn(self._worker(group), name=f"resources-{group.name}")
             self.spawn(self._ticker(), name="ticker")
-            self.spawn(self._worker(), name="resources")
             if self.cfg.ping_targets:
                 self.spawn(self._pinger(), name="ping")
-            if any(r.monitor_interval > 0 for r in self.cfg.resources):
+            if any(r.monitor_interval > 0 for g in self.groups.values() for r in g.cfg.resources):
                 self.spawn(self._monitor(), name="monitor")
             if self.cfg.link_check and self.vips:
                 self.spawn(self._link_watch(), name="link")
@@ -404,10 +464,13 @@ class HeartbeatService(Service):
             self._release()
             raise
         self.log.info(
-            "node %s priority %d: %d peers configured, VIPs %s, quorum %s",
-            self.node_name, self.cfg.priority, len(self.election_cfg.nodes) - 1,
-            ",".join(f"{v.ip}/{v.prefix}/{v.dev}" for v in self.vips) or "-",
-            "on" if self.cfg.quorum else "off",
+            "node %s: %d peers configured, quorum %s, groups %s",
+            self.node_name, len(self.election_cfg.nodes) - 1, "on" if self.cfg.quorum else "off",
+            "; ".join(
+                f"{g.name} (priority {g.election.cfg.priority}, VIPs "
+                + (",".join(f"{v.ip}/{v.prefix}/{v.dev}" for v in g.vips) or "-") + ")"
+                for g in self.groups.values()
+            ),
         )
 
     async def _open_udp(self) -> None:
@@ -441,10 +504,13 @@ class HeartbeatService(Service):
         self.udp = UdpListener(transport, protocol, "heartbeat")
 
     async def drain(self) -> None:
-        """Clean stop: give up the VIP, resign (peers take over at once), stop resources."""
-        if not self.election.stopped:
-            self._apply(self.election.stop(time.monotonic()))
-        await self._work.join()
+        """Clean stop: every group gives up its VIPs, resigns (peers take over at once) and
+        stops its resources."""
+        for group in self.groups.values():
+            if not group.election.stopped:
+                self._apply(group, group.election.stop(time.monotonic()))
+        for group in self.groups.values():
+            await group.work.join()
 
     async def close(self) -> None:
         self._withdraw_all("stopping")
@@ -465,7 +531,7 @@ class HeartbeatService(Service):
             self.addrs = None
 
     def _withdraw_at_exit(self) -> None:
-        if self.vip_held or self.election.master:
+        if any(g.vip_held or g.election.master for g in self.groups.values()):
             self._withdraw_all("process exit")
 
     def _withdraw_all(self, why: str) -> None:
@@ -482,7 +548,8 @@ class HeartbeatService(Service):
         finally:
             if manager is not self.addrs:
                 manager.close()
-        self.vip_held = False
+        for group in self.groups.values():
+            group.vip_held = False
 
     # -- input ----------------------------------------------------------------------------
 
@@ -499,14 +566,21 @@ class HeartbeatService(Service):
             self.rejected[exc.reason].value += 1
             self.log.debug("ignored datagram from %s: %s", addr[0], exc)
             return
+        group = self.groups.get(msg.group)
+        if group is None:
+            self.rejected[proto.R_GROUP].value += 1
+            self.log.debug("ignored datagram from %s: unknown group %r", addr[0], msg.group)
+            return
         self.received.value += 1
-        self._apply(self.election.receive(msg, time.monotonic()))
+        self._apply(group, group.election.receive(msg, time.monotonic()))
 
     async def _ticker(self) -> None:
+        groups = list(self.groups.values())
         while True:
             now = time.monotonic()
-            self._apply(self.election.tick(now))
-            wake = self.election.next_wakeup(now)
+            for group in groups:
+                self._apply(group, group.election.tick(now))
+            wake = min(g.election.next_wakeup(now) for g in groups)
             delay = max(0.0, min(wake - time.monotonic(), 1.0))
             self._wake.clear()
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
@@ -514,35 +588,41 @@ class HeartbeatService(Service):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
-            if self.election.stopped:
+            if all(g.election.stopped for g in groups):
                 return
 
     # -- actions --------------------------------------------------------------------------
 
-    def _apply(self, actions: list[Action]) -> None:
+    def _apply(self, group: Group, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
                 self._send(action)
             elif isinstance(action, AddVip):
-                self._add_vips()
+                self._add_vips(group)
             elif isinstance(action, RemoveVip):
-                self._remove_vips()
+                self._remove_vips(group)
             elif isinstance(action, SendGarp):
-                self._garp(action.reason)
+                self._garp(group, action.reason)
             elif isinstance(action, LateHeartbeat):
                 self.late.value += 1
-                self.log.warning("late heartbeat from %s: %.0f ms of silence",
-                                 action.node, action.silence * 1000)
+                self.log.warning("%slate heartbeat from %s: %.0f ms of silence",
+                                 group.label, action.node, action.silence * 1000)
             elif isinstance(action, Notify):
-                self.log.info("%s -> %s (%s)", action.old, action.new, action.reason)
-                self.history.append({"time": time.time(), "old": action.old,
-                                     "new": action.new, "reason": action.reason})
-                del self.history[:-20]
+                self.log.info("%s%s -> %s (%s)", group.label, action.old, action.new,
+                              action.reason)
+                group.history.append({"time": time.time(), "old": action.old,
+                                      "new": action.new, "reason": action.reason})
+                del group.history[:-20]
                 if self.cfg.notify_command:
-                    self._work.put_nowait(action)
+                    group.work.put_nowait(action)
             else:  # StartResources, StopResources, RunFence
-                self._work.put_nowait(action)
+                group.work.put_nowait(action)
         self._wake.set()
+
+    def _fault(self, reason: FaultReason, active: bool, now: float) -> None:
+        """A node-wide fault (carrier, ping targets) applies to every group."""
+        for group in self.groups.values():
+            self._apply(group, group.election.set_fault(reason, active, now))
 
     def _send(self, action: Send) -> None:
         if self.udp is None or self.codec is None:
@@ -555,93 +635,100 @@ class HeartbeatService(Service):
             except OSError:
                 self.send_errors.value += 1
 
-    def _add_vips(self) -> None:
+    def _add_vips(self, group: Group) -> None:
         assert self.addrs is not None
-        for vip in self.vips:
+        for vip in group.vips:
             try:
                 if self.addrs.add(vip):
                     self.vip_adds.value += 1
             except OSError as exc:
                 self.log.error("cannot add %s: %s", vip.ip, exc)
-        self.vip_held = True
-        self.log.info("took over %s", ", ".join(v.ip for v in self.vips) or "(no VIP)")
+        group.vip_held = True
+        self.log.info("%stook over %s", group.label,
+                      ", ".join(v.ip for v in group.vips) or "(no VIP)")
 
-    def _remove_vips(self) -> None:
+    def _remove_vips(self, group: Group) -> None:
         assert self.addrs is not None
-        for vip in self.vips:
+        for vip in group.vips:
             try:
                 if self.addrs.remove(vip):
                     self.vip_removes.value += 1
             except OSError as exc:
                 self.log.error("cannot remove %s: %s", vip.ip, exc)
-        self.vip_held = False
-        self.log.info("released %s", ", ".join(v.ip for v in self.vips) or "(no VIP)")
+        group.vip_held = False
+        self.log.info("%sreleased %s", group.label,
+                      ", ".join(v.ip for v in group.vips) or "(no VIP)")
 
-    def _garp(self, reason: str) -> None:
+    def _garp(self, group: Group, reason: str) -> None:
         if self.announcer is None:
             return
-        for vip in self.vips:
+        for vip in group.vips:
             self.garps.value += self.announcer.announce(vip)
-        self.log.debug("gratuitous ARP (%s)", reason)
+        self.log.debug("%sgratuitous ARP (%s)", group.label, reason)
 
-    # -- resources, hooks, fencing (one at a time, in order) --------------------------------
+    # -- resources, hooks, fencing (one at a time per group, in order) ----------------------
 
-    async def _worker(self) -> None:
+    async def _worker(self, group: Group) -> None:
         while True:
-            action = await self._work.get()
+            action = await group.work.get()
             try:
-                await self._run_action(action)
+                await self._run_action(group, action)
             finally:
-                self._work.task_done()
+                group.work.task_done()
 
     async def _monitor(self) -> None:
-        step = min(r.monitor_interval for r in self.cfg.resources if r.monitor_interval > 0)
+        step = min(r.monitor_interval for g in self.groups.values() for r in g.cfg.resources
+                   if r.monitor_interval > 0)
         while True:
             await asyncio.sleep(step)
-            if self.election.master and self.started_resources and self._work.empty():
-                self._work.put_nowait(CheckResources())
+            for group in self.groups.values():
+                if group.election.master and group.started_resources and group.work.empty():
+                    group.work.put_nowait(CheckResources())
 
-    async def _run_action(self, action: Action | CheckResources) -> None:
+    async def _run_action(self, group: Group, action: Action | CheckResources) -> None:
         now = time.monotonic
+        env = {"HASTACK_GROUP": group.name}
         if isinstance(action, CheckResources):
-            for res in list(self.started_resources):
-                due = self._last_status.get(res.name, 0.0) + res.monitor_interval
+            for res in list(group.started_resources):
+                due = group.last_status.get(res.name, 0.0) + res.monitor_interval
                 if res.monitor_interval <= 0 or now() < due:
                     continue
-                self._last_status[res.name] = now()
-                ok = await self._script(res.command, "status", res.status_timeout, res.name,
+                group.last_status[res.name] = now()
+                ok = await self._script(res.command, "status", res.status_timeout, res.name, env,
                                         judge_text=True)
-                if not ok and res in self.started_resources:
-                    self.log.error("resource %s failed its status check: giving the group up",
-                                   res.name)
-                    self._apply(self.election.resources_failed(now()))
+                if not ok and res in group.started_resources:
+                    self.log.error("%sresource %s failed its status check: giving the group up",
+                                   group.label, res.name)
+                    self._apply(group, group.election.resources_failed(now()))
                     return
         elif isinstance(action, StartResources):
-            for res in self.cfg.resources:
-                ok = await self._script(res.command, "start", res.start_timeout, res.name)
+            for res in group.cfg.resources:
+                ok = await self._script(res.command, "start", res.start_timeout, res.name, env)
                 if not ok:
-                    self.log.error("resource %s failed to start: giving the group up", res.name)
-                    self._apply(self.election.resources_failed(now()))
+                    self.log.error("%sresource %s failed to start: giving the group up",
+                                   group.label, res.name)
+                    self._apply(group, group.election.resources_failed(now()))
                     return
-                self.started_resources.append(res)
+                group.started_resources.append(res)
         elif isinstance(action, StopResources):
             failed = False
-            for res in reversed(self.started_resources):
-                if not await self._script(res.command, "stop", res.stop_timeout, res.name):
+            for res in reversed(group.started_resources):
+                if not await self._script(res.command, "stop", res.stop_timeout, res.name, env):
                     failed = True
-                    self.log.error("resource %s failed to stop", res.name)
-            self.started_resources.clear()
+                    self.log.error("%sresource %s failed to stop", group.label, res.name)
+            group.started_resources.clear()
             if failed:
                 # Heartbeat reboots here; we sit out so the group cannot run twice.
-                self._apply(self.election.resources_failed(now()))
+                self._apply(group, group.election.resources_failed(now()))
         elif isinstance(action, RunFence):
-            env = {"HASTACK_FENCE_NODE": action.node, "HASTACK_FENCE_ADDRESS": action.address}
-            self.log.warning("fencing %s (%s) before taking over", action.node, action.address)
+            env.update(HASTACK_FENCE_NODE=action.node, HASTACK_FENCE_ADDRESS=action.address)
+            self.log.warning("%sfencing %s (%s) before taking over", group.label, action.node,
+                             action.address)
             ok = await self._script(self.cfg.fence_command, None, self.cfg.fence_timeout,
                                     "fence", env)
-            self._apply(self.election.fence_done(action.node, ok, now()))
+            self._apply(group, group.election.fence_done(action.node, ok, now()))
         elif isinstance(action, Notify):
-            env = {"HASTACK_STATE": action.new, "HASTACK_NODE": self.node_name}
+            env.update(HASTACK_STATE=action.new, HASTACK_NODE=self.node_name)
             await self._script(
                 (*self.cfg.notify_command, action.old, action.new, action.reason),
                 None, self.cfg.notify_timeout, "notify", env,
@@ -708,7 +795,7 @@ class HeartbeatService(Service):
             if now_down != down:
                 down = now_down
                 self.log.warning("carrier %s on %s", "lost" if down else "back", ",".join(devices))
-                self._apply(self.election.set_fault("link", down, time.monotonic()))
+                self._fault("link", down, time.monotonic())
             await asyncio.sleep(min(self.cfg.keepalive_interval, 0.1))
 
     async def _pinger(self) -> None:
@@ -750,7 +837,7 @@ class HeartbeatService(Service):
                     faulty = now_faulty
                     self.log.warning("ping targets reachable: %d of %d", reachable,
                                      len(cfg.ping_targets))
-                    self._apply(self.election.set_fault("ping", faulty, now))
+                    self._fault("ping", faulty, now)
         finally:
             loop.remove_reader(sock.fileno())
             sock.close()
@@ -763,36 +850,63 @@ class HeartbeatService(Service):
             out["heartbeat"] = str(self.udp.address)
         return out
 
+    def group_status(self, group: Group, now: float) -> dict[str, Any]:
+        st = group.election.status(now)
+        st["vips"] = [f"{v.ip}/{v.prefix}/{v.dev}" for v in group.vips]
+        st["holds_vip"] = group.vip_held
+        st["history"] = list(group.history)
+        st["resources"] = [r.name for r in group.started_resources]
+        return st
+
     def status(self) -> dict[str, Any]:
-        st = self.election.status(time.monotonic())
-        st["vips"] = [f"{v.ip}/{v.prefix}/{v.dev}" for v in self.vips]
-        st["holds_vip"] = self.vip_held
+        """The first group's status at the top level (all of it for a config without groups),
+        and every group's under ``groups``."""
+        now = time.monotonic()
+        groups = [self.group_status(g, now) for g in self.groups.values()]
+        st = dict(groups[0])
+        st["groups"] = groups
         st["keepalive_interval"] = self.cfg.keepalive_interval
         st["dead_timeout"] = self.cfg.dead_timeout
-        st["history"] = list(self.history)
-        st["resources"] = [r.name for r in self.started_resources]
         return st
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        st = self.election.status(time.monotonic())
-        return st["state"] != "fault", {"state": st["state"], "master": st["master"]}
+        now = time.monotonic()
+        states = {name: g.election.status(now)["state"] for name, g in self.groups.items()}
+        first = self.election
+        return "fault" not in states.values(), {
+            "state": first.state, "master": first.master, "groups": states,
+        }
+
+    def select_groups(self, name: str | None) -> list[Group]:
+        """The named group, or all groups when ``name`` is None; KeyError if unknown."""
+        if name is None:
+            return list(self.groups.values())
+        return [self.groups[name]]
 
     def admin_routes(self) -> list[web.RouteDef]:
         async def get_status(request: web.Request) -> web.Response:
             return web.json_response(self.status())
 
-        async def post_standby(request: web.Request) -> web.Response:
-            self._apply(self.election.standby(time.monotonic()))
-            return web.json_response(self.status())
+        def command(method: str) -> Callable[[web.Request], Any]:
+            async def handler(request: web.Request) -> web.Response:
+                name = request.query.get("group")
+                try:
+                    groups = self.select_groups(name)
+                except KeyError:
+                    return web.json_response(
+                        {"error": f"no group {name!r}; groups: {', '.join(self.groups)}"},
+                        status=404,
+                    )
+                for group in groups:
+                    self._apply(group, getattr(group.election, method)(time.monotonic()))
+                return web.json_response(self.status())
 
-        async def post_takeover(request: web.Request) -> web.Response:
-            self._apply(self.election.takeover(time.monotonic()))
-            return web.json_response(self.status())
+            return handler
 
         return [
             web.get("/ha/status", get_status),
-            web.post("/ha/standby", post_standby),
-            web.post("/ha/takeover", post_takeover),
+            web.post("/ha/standby", command("standby")),
+            web.post("/ha/takeover", command("takeover")),
         ]
 
 

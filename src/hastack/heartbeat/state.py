@@ -24,6 +24,10 @@ node abstains for one ``deadtime`` (its previous life may have promised a vote).
 stops getting a majority (partitioned into the minority) drops the VIP when the lease ends,
 before the majority side can take over. What leases cannot cover is a master whose process is
 frozen (SIGSTOP, VM pause): the kernel keeps its address; that is what the fencing hook is for.
+
+Resource groups (haresources' several lines, e.g. active/active): one ``Election`` per group,
+each with its own priority and VIPs; ``cfg.group`` is stamped on every message and messages of
+other groups are ignored, so the groups' elections never see each other's claims or votes.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from hastack.heartbeat.proto import Message, NodeState
+from hastack.heartbeat.proto import DEFAULT_GROUP, Message, NodeState
 
 INIT: NodeState = "init"
 BACKUP: NodeState = "backup"
@@ -112,6 +116,7 @@ class ElectionConfig:
     priority: int = 100  # keepalived's default priority
     nodes: tuple[str, ...] = ()  # every configured node name, including this one
     cluster: str = "hastack"
+    group: str = DEFAULT_GROUP  # the resource group this election decides
     keepalive: float = 2.0  # Heartbeat sample ha.cf: keepalive 2
     warntime: float = 10.0  # sample: warntime 10
     deadtime: float = 30.0  # sample: deadtime 30
@@ -205,7 +210,7 @@ class Election:
 
     def receive(self, msg: Message, now: float) -> list[Action]:
         """A verified, non-replayed message from a peer (see proto.Codec / ReplayGuard)."""
-        if self.stopped or msg.node == self.cfg.node:
+        if self.stopped or msg.node == self.cfg.node or msg.group != self.cfg.group:
             return []
         out: list[Action] = []
         peer = self.peers.get(msg.node)
@@ -352,6 +357,7 @@ class Election:
     def status(self, now: float) -> dict[str, object]:
         return {
             "node": self.cfg.node,
+            "group": self.cfg.group,
             "state": self.state,
             "priority": self.cfg.priority,
             "address": self.cfg.address,
@@ -428,6 +434,7 @@ class Election:
             vote=self.vote if mtype == "hb" else None,
             vote_boot=vote_boot,
             vote_seq=vote_seq,
+            group=self.cfg.group,
         )
 
     def _sent_at(self, seq: int) -> float | None:

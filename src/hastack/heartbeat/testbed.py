@@ -4,6 +4,10 @@ Three nodes (n1..n3) and a client on one bridge. Each node runs ``hastack up`` (
 with a ``[heartbeat]`` table, so kill -9 of the daemon goes through ``crash_cleanup``) and an echo
 server on ``0.0.0.0:7007``; the client connects to the VIP every 10 ms and records who answered.
 ``ip -ts monitor address`` in each node namespace gives the VIP timeline.
+
+``groups`` switches to several resource groups (``[[heartbeat.groups]]``), each with its own VIP
+(``.vip_octet``) and per-node priorities; the helpers that look at one VIP take ``vip=`` and
+default to ``.vip`` (the first group's VIP).
 """
 
 from __future__ import annotations
@@ -125,10 +129,19 @@ class HaCluster:
     echo: dict[str, HastackProcess] = field(default_factory=dict)
     probe: Probe | None = None
     priorities: dict[str, int] = field(default_factory=lambda: {"n1": 150, "n2": 100, "n3": 50})
+    # resource groups: (name, VIP octet, {node: priority}); empty = one group on .vip
+    groups: list[tuple[str, int, dict[str, int]]] = field(default_factory=list)
 
     @property
     def vip(self) -> str:
-        return f"{self.bed.subnet}.{self.vip_octet}"
+        return f"{self.bed.subnet}.{self.groups[0][1] if self.groups else self.vip_octet}"
+
+    @property
+    def vips(self) -> list[str]:
+        """Every configured VIP (one per group)."""
+        if not self.groups:
+            return [self.vip]
+        return [f"{self.bed.subnet}.{octet}" for _, octet, _ in self.groups]
 
     @property
     def names(self) -> list[str]:
@@ -161,6 +174,12 @@ class HaCluster:
             transport = ""
         nodes = ", ".join(f'"{n}"' for n in self.names)
         fence = f'fence_command = ["{self.fence_script()}"]\n' if self.fence else ""
+        vips = "" if self.groups else f'vips = ["{self.vip}/24"]\n'
+        groups = "".join(
+            f'\n[[heartbeat.groups]]\nname = "{group}"\npriority = {prios[name]}\n'
+            f'vips = ["{self.bed.subnet}.{octet}/24"]\n'
+            for group, octet, prios in self.groups
+        )
         d = self.workdir / name
         return write_config(d, f"""
 [hastack]
@@ -184,10 +203,9 @@ dead_timeout = {self.deadtime}
 initdead_timeout = {self.deadtime * 3}
 auto_failback = {str(self.auto_failback).lower()}
 quorum = {str(self.quorum).lower()}
-vips = ["{self.vip}/24"]
-garp_repeat_intervals = [0.5, 1.0]
+{vips}garp_repeat_intervals = [0.5, 1.0]
 {transport}{fence}{self.extra}
-""")
+{groups}""")
 
     # -- processes ------------------------------------------------------------------------
 
@@ -274,27 +292,28 @@ listen = "0.0.0.0:{ECHO_PORT}"
 
     # -- observation ----------------------------------------------------------------------
 
-    def holders(self) -> list[str]:
-        return self.bed.holders(self.vip)
+    def holders(self, vip: str | None = None) -> list[str]:
+        return self.bed.holders(vip or self.vip)
 
-    def vip_events(self) -> list[tuple[float, str, int]]:
+    def vip_events(self, vip: str | None = None) -> list[tuple[float, str, int]]:
         """(time, node, +1 add / -1 delete) for the VIP, from the address monitors."""
+        vip = vip or self.vip
         out: list[tuple[float, str, int]] = []
         for name, lines in self.monitors.items():
             for line in lines.snapshot():
                 m = _TS.match(line)
-                if not m or m.group(3) != self.vip:
+                if not m or m.group(3) != vip:
                     continue
                 t = datetime.datetime.fromisoformat(m.group(1)).timestamp()
                 out.append((t, name, -1 if m.group(2) else 1))
         out.sort(key=lambda e: (e[0], e[2]))
         return out
 
-    def max_concurrent_holders(self, since: float = 0.0) -> int:
+    def max_concurrent_holders(self, since: float = 0.0, vip: str | None = None) -> int:
         """Most nodes holding the VIP at once (events from ``since``; none held before)."""
         held: set[str] = set()
         worst = 0
-        for t, name, delta in self.vip_events():
+        for t, name, delta in self.vip_events(vip):
             if t < since:
                 continue
             if delta > 0:
@@ -304,10 +323,10 @@ listen = "0.0.0.0:{ECHO_PORT}"
             worst = max(worst, len(held))
         return worst
 
-    def assert_one_holder(self, since: float) -> None:
+    def assert_one_holder(self, since: float, vip: str | None = None) -> None:
         """At most one VIP holder at any moment since ``since`` (and at least one held it)."""
-        events = [e for e in self.vip_events() if e[0] >= since]
-        worst = self.max_concurrent_holders(since)
+        events = [e for e in self.vip_events(vip) if e[0] >= since]
+        worst = self.max_concurrent_holders(since, vip)
         timeline = "\n".join(f"  {t - since:8.3f}s {n} {'add' if d > 0 else 'del'}"
                              for t, n, d in events)
         assert worst == 1, f"{worst} holders at once; VIP timeline:\n{timeline}"
@@ -315,8 +334,9 @@ listen = "0.0.0.0:{ECHO_PORT}"
     def wait_for(self, cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
         return poll_until(cond, timeout, what)
 
-    def wait_master(self, name: str, timeout: float = 20.0) -> None:
-        self.wait_for(lambda: self.holders() == [name], timeout, f"{name} to hold {self.vip}")
+    def wait_master(self, name: str, timeout: float = 20.0, vip: str | None = None) -> None:
+        vip = vip or self.vip
+        self.wait_for(lambda: self.holders(vip) == [name], timeout, f"{name} to hold {vip}")
 
     def wait_served_by(self, name: str, since: float | None = None, timeout: float = 20.0) -> float:
         assert self.probe is not None
@@ -338,8 +358,22 @@ listen = "0.0.0.0:{ECHO_PORT}"
         result: dict[str, Any] = json.loads(done.stdout)
         return result
 
-    def arp_points_at(self, name: str) -> bool:
-        return self.bed.neighbour_mac("client", self.vip) == self.bed.mac(name)
+    def arp_points_at(self, name: str, vip: str | None = None) -> bool:
+        return self.bed.neighbour_mac("client", vip or self.vip) == self.bed.mac(name)
+
+    def ask(self, vip: str) -> str:
+        """Which node's echo server answers the client on ``vip`` ("fail" if none)."""
+        code = (
+            "import socket, sys\n"
+            "try:\n"
+            f"    s = socket.create_connection(('{vip}', {ECHO_PORT}), timeout=1)\n"
+            "    s.sendall(b'ping\\n'); s.settimeout(1)\n"
+            "    print(s.recv(200).split(b' ', 1)[0].decode() or 'fail')\n"
+            "except OSError:\n"
+            "    print('fail')\n"
+        )
+        done = self.bed.run("client", [sys.executable, "-c", code], check=False)
+        return done.stdout.strip() or "fail"
 
 
 @contextlib.contextmanager

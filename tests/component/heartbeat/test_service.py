@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,16 @@ def make_config(name: str, port: int, peers: list[int], **kw: Any) -> HeartbeatC
 
 
 @contextlib.asynccontextmanager
-async def cluster(n: int, tmp_path: Path, **kw: Any) -> AsyncIterator[list[HeartbeatService]]:
+async def cluster(
+    n: int, tmp_path: Path, per_node: Callable[[str], dict[str, Any]] | None = None, **kw: Any
+) -> AsyncIterator[list[HeartbeatService]]:
     ports = [free_port(socket.SOCK_DGRAM) for _ in range(n)]
     async with contextlib.AsyncExitStack() as stack:
         services = []
         for i in range(n):
             name = f"n{i + 1}"
-            cfg = make_config(name, ports[i], [p for j, p in enumerate(ports) if j != i], **kw)
+            own = {**kw, **(per_node(name) if per_node else {})}
+            cfg = make_config(name, ports[i], [p for j, p in enumerate(ports) if j != i], **own)
             host = HostConfig(name=name, run_dir=tmp_path / name, data_dir=tmp_path / name)
             services.append(await stack.enter_async_context(running_service(HeartbeatService,
                                                                             cfg, host)))
@@ -158,7 +161,7 @@ async def test_admin_status_standby_takeover_and_hooks(tmp_path: Path) -> None:
         finally:
             await admin.stop()
         await wait_for(lambda: log.exists() and "backup master" in log.read_text())
-        await svcs[0]._work.join()
+        await svcs[0].groups["default"].work.join()
         lines = [line.split(" ", 2)[2] for line in log.read_text().splitlines()
                  if line.startswith("n1 ")]
         # resources start in order after the VIP and stop in reverse; notify on every
@@ -229,3 +232,86 @@ async def test_crash_cleanup_resigns_for_the_dead_daemon(tmp_path: Path) -> None
         await wait_for(lambda: masters(svcs[1:]) == ["n2"])
         assert svcs[1].election.peers["n1"].gone  # learned from the resign, not a timeout
         assert svcs[1].stats.snapshot()["rejected_replay"] == 0
+
+
+# Two resource groups whose preferred nodes differ (haresources active/active):
+# group "a" prefers n1 (then n2, n3), group "b" prefers n2 (then n3, n1).
+GROUP_PRIORITIES = {"a": {"n1": 150, "n2": 100, "n3": 50}, "b": {"n1": 50, "n2": 150, "n3": 100}}
+
+
+def two_groups(name: str) -> dict[str, Any]:
+    return {"groups": [{"name": g, "priority": prio[name]}
+                       for g, prio in GROUP_PRIORITIES.items()]}
+
+
+def group_masters(services: list[HeartbeatService], group: str) -> list[str]:
+    return [s.node_name for s in services
+            if s.groups[group].election.master and not s.stopping]
+
+
+async def test_two_groups_each_mastered_by_its_preferred_node(tmp_path: Path) -> None:
+    async with cluster(3, tmp_path, per_node=two_groups, quorum=True) as svcs:
+        await wait_for(lambda: group_masters(svcs, "a") == ["n1"]
+                       and group_masters(svcs, "b") == ["n2"])
+        # a node abstains for one deadtime after its start: once n3 votes, n2 keeps a majority
+        # for "b" without n1 (before, losing n1's vote would rightly drop "b" for a moment)
+        n3 = svcs[2].groups
+        await wait_for(lambda: (n3["a"].election.vote, n3["b"].election.vote) == ("n1", "n2"))
+        n2 = svcs[1]
+        b_transitions = n2.groups["b"].election.transitions
+        st = n2.status()
+        assert [(g["group"], g["state"]) for g in st["groups"]] == [
+            ("a", "backup"), ("b", "master")]
+        assert st["group"] == "a" and st["state"] == "backup"  # top level: the first group
+        # n1 stops cleanly: only group "a" moves (to n2, its next best); "b" does not flicker
+        await svcs[0].stop()
+        await wait_for(lambda: group_masters(svcs, "a") == ["n2"])
+        assert group_masters(svcs, "b") == ["n2"]
+        assert n2.groups["b"].election.transitions == b_transitions
+        assert n2.groups["a"].election.peers["n1"].gone  # n1 resigned every group
+        assert n2.groups["b"].election.peers["n1"].gone
+        assert n2.stats.snapshot()["rejected_unknown_group"] == 0
+
+
+async def test_group_standby_and_takeover_over_admin(tmp_path: Path) -> None:
+    async with cluster(2, tmp_path, per_node=two_groups) as svcs:
+        await wait_for(lambda: group_masters(svcs, "a") == ["n1"]
+                       and group_masters(svcs, "b") == ["n2"])
+        admin = AdminServer(svcs[1], _loopback())
+        await admin.start()
+        try:
+            assert admin.address is not None
+            base = f"http://{admin.address}"
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{base}/ha/standby?group=nope") as r:
+                    assert r.status == 404 and "groups: a, b" in (await r.json())["error"]
+                async with http.post(f"{base}/ha/standby?group=b") as r:
+                    assert r.status == 200
+                await wait_for(lambda: group_masters(svcs, "b") == ["n1"])
+                assert group_masters(svcs, "a") == ["n1"]
+                assert svcs[1].groups["b"].election.standby_mode
+                assert not svcs[1].groups["a"].election.standby_mode
+                async with http.post(f"{base}/ha/takeover?group=b") as r:
+                    assert r.status == 200
+                await wait_for(lambda: group_masters(svcs, "b") == ["n2"])
+                async with http.post(f"{base}/ha/standby") as r:  # every group
+                    assert r.status == 200
+                await wait_for(lambda: group_masters(svcs, "b") == ["n1"])
+                async with http.get(f"{base}/health") as r:
+                    assert (await r.json())["groups"] == {"a": "backup", "b": "backup"}
+                assert group_masters(svcs, "a") == ["n1"]
+        finally:
+            await admin.stop()
+
+
+async def test_datagrams_of_an_unknown_group_are_counted_and_ignored(tmp_path: Path) -> None:
+    ports = [free_port(socket.SOCK_DGRAM) for _ in range(2)]
+    a = make_config("n1", ports[0], [ports[1]], **two_groups("n1"))
+    b = make_config("n2", ports[1], [ports[0]])  # still the single default group
+    async with (
+        running_service(HeartbeatService, a) as s1,
+        running_service(HeartbeatService, b) as s2,
+    ):
+        await wait_for(lambda: s1.stats.snapshot()["rejected_unknown_group"] >= 1
+                       and s2.stats.snapshot()["rejected_unknown_group"] >= 2)
+        assert s1.groups["a"].election.peers == {} and s2.election.peers == {}

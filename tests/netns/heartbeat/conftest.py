@@ -37,6 +37,7 @@ def cluster(base_cluster: HaCluster) -> Iterator[HaCluster]:
     # defaults; tests change what they need before c.start()
     c.quorum, c.auto_failback, c.fence, c.transport = True, True, False, "unicast"
     c.extra = ""
+    c.groups = []
     try:
         yield c
     finally:
@@ -45,4 +46,5 @@ def cluster(base_cluster: HaCluster) -> Iterator[HaCluster]:
             c.bed.link_up(name)
             c.bed.unblock(name)
         # no leftover address after any test, on any node
-        assert c.holders() == []
+        for vip in c.vips:
+            assert c.holders(vip) == [], vip

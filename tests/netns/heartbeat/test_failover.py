@@ -168,3 +168,45 @@ def test_split_brain_without_quorum_heals_and_client_follows(cluster: HaCluster)
     c.wait_for(lambda: c.holders() == ["n1"], 10, "n2 to yield after healing")
     c.wait_for(lambda: c.arp_points_at("n1"), 5.0, "client ARP entry back at n1")
     c.wait_served_by("n1", since=time.time())
+
+
+def test_two_groups_active_active_kill9_moves_only_its_vip(cluster: HaCluster) -> None:
+    """haresources with two lines: VIP A prefers n1, VIP B prefers n2. kill -9 of n1's daemon
+    (under the supervisor) moves only VIP A; VIP B never moves; A fails back to n1."""
+    c = cluster
+    c.groups = [
+        ("web-a", 50, {"n1": 150, "n2": 100, "n3": 50}),
+        ("web-b", 51, {"n1": 50, "n2": 150, "n3": 100}),
+    ]
+    vip_a, vip_b = c.vips
+    assert vip_a == c.vip  # the client probe follows VIP A
+    t0 = time.time()
+    c.start()
+    c.wait_master("n1", vip=vip_a)
+    c.wait_master("n2", vip=vip_b)
+    c.wait_served_by("n1", since=time.time())
+    assert c.ask(vip_b) == "n2"
+
+    # A node abstains from voting for one deadtime after its start: until n3 votes, n2's lease
+    # on VIP B rests on n1's vote, and losing n1 then rightly drops B for a moment.
+    def n3_votes() -> bool:
+        groups = c.ha_status("n3").get("groups", [])
+        return [(g["group"], g["vote"]) for g in groups] == [("web-a", "n1"), ("web-b", "n2")]
+
+    c.wait_for(n3_votes, 10, "n3 voting in both groups")
+    t_fault = time.time()
+    c.signal_daemon("n1", signal.SIGKILL)
+    c.wait_for(lambda: "n1" not in c.holders(vip_a), 5.0, "crash cleanup on n1")
+    check_failover(c, t_fault, "n1", "n2")  # VIP A: n1 -> n2 (its next best)
+    assert c.holders(vip_b) == ["n2"]
+    # the supervisor restarts n1; auto_failback gives it VIP A back, VIP B stays on n2
+    c.wait_served_by("n1", since=time.time(), timeout=30)
+    c.wait_master("n1", vip=vip_a)
+    assert c.holders(vip_b) == ["n2"] and c.ask(vip_b) == "n2"
+    st = c.ha_status("n1")
+    assert [(g["group"], g["state"]) for g in st["groups"]] == [
+        ("web-a", "master"), ("web-b", "backup")], st
+    for vip in (vip_a, vip_b):
+        c.assert_one_holder(since=t0, vip=vip)
+    # VIP B did not move (nor blink) at all since the fault
+    assert [e for e in c.vip_events(vip_b) if e[0] >= t_fault] == []

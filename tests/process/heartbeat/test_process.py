@@ -10,7 +10,7 @@ from hastack.testing import HastackProcess, free_port, hastack_argv, write_confi
 from hastack.testing import poll_until as wait_for
 
 
-def node_config(tmp: Path, name: str, port: int, peer: int, admin: int) -> Path:
+def node_config(tmp: Path, name: str, port: int, peer: int, admin: int, extra: str = "") -> Path:
     return write_config(tmp / name, f"""
 [hastack]
 name = "{name}"
@@ -31,7 +31,7 @@ dead_timeout = 0.3
 initdead_timeout = 1.0
 auto_failback = false
 link_check = false
-""")
+{extra}""")
 
 
 def ha(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,6 +62,40 @@ def test_run_status_standby_takeover_and_sigterm(tmp_path: Path) -> None:
         assert b.wait(15) == 0
     res = ha(ca, "status")
     assert res.returncode == 1 and "cannot reach" in res.stderr
+
+
+def test_groups_status_rows_and_group_standby(tmp_path: Path) -> None:
+    """Two resource groups preferring different nodes: one status row per group and node."""
+    pa, pb = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+    aa, ab = free_port(), free_port()
+
+    def groups(first: int, second: int) -> str:
+        return "".join(
+            f'\n[[heartbeat.groups]]\nname = "{name}"\npriority = {prio}\nauto_failback = true\n'
+            for name, prio in (("web-a", first), ("web-b", second))
+        )
+
+    # auto_failback = false at the top, true in each group (groups override it)
+    ca = node_config(tmp_path, "a", pa, pb, aa, groups(150, 50))
+    cb = node_config(tmp_path, "b", pb, pa, ab, groups(100, 100))
+    check = subprocess.run(hastack_argv("check-config", str(ca)), capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    with HastackProcess(ca, "heartbeat") as a, HastackProcess(cb, "heartbeat") as b:
+        wait_for(lambda: "b (self)  web-b  master" in ha(cb, "status").stdout)
+        out = ha(ca, "status").stdout
+        assert "a (self)  web-a  master" in out and "a (self)  web-b  backup" in out, out
+        assert "\nb         web-b  master" in out, out
+        res = ha(cb, "standby", "--group", "web-b")
+        assert res.returncode == 0 and "web-b backup" in res.stdout, res.stdout
+        wait_for(lambda: "a (self)  web-b  master" in ha(ca, "status").stdout)
+        assert "a (self)  web-a  master" in ha(ca, "status").stdout
+        res = ha(cb, "takeover", "--group", "nope")
+        assert res.returncode == 1 and "no group 'nope'" in res.stderr, res.stderr
+        assert ha(cb, "takeover").returncode == 0
+        wait_for(lambda: "b (self)  web-b  master" in ha(cb, "status").stdout)
+        a.terminate()
+        b.terminate()
+        assert a.wait(15) == 0 and b.wait(15) == 0
 
 
 def test_check_config_names_bad_keys(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ messages = st.builds(
     vote=st.none() | st.text(max_size=20),
     vote_boot=st.integers(0, 2**64 - 1),
     vote_seq=st.integers(0, 2**64 - 1),
+    group=st.sampled_from(["default", "web-a", "b"]) | st.text(max_size=20),
 )
 
 
@@ -177,6 +178,26 @@ def test_replay_guard() -> None:
     guard.accept(msg(boot=11, seq=1), 1000.0)  # restarted sender: new boot, seq starts again
     with pytest.raises(Rejected):
         guard.accept(msg(boot=10, seq=7), 1000.0)
+
+
+def test_default_group_is_left_off_the_wire() -> None:
+    # a single-group cluster sends the same bytes as before groups existed (rolling upgrade)
+    codec = Codec(KEYS, 1)
+    plain = codec.encode(msg())
+    assert b"\xa1g" not in plain[36:] and codec.decode(plain).group == "default"
+    named = codec.encode(msg(group="web-b"))
+    assert b"\xa1g" in named[36:] and codec.decode(named).group == "web-b"
+
+
+def test_replay_guard_counts_each_group_separately() -> None:
+    # every group's election numbers its own messages
+    guard = ReplayGuard("n1")
+    guard.accept(msg(seq=5, group="a"), 1000.0)
+    guard.accept(msg(seq=2, group="b"), 1000.0)
+    with pytest.raises(Rejected) as info:
+        guard.accept(msg(seq=2, group="b"), 1000.0)
+    assert info.value.reason == "replay"
+    guard.accept(msg(seq=6, group="a"), 1000.0)
 
 
 @given(st.lists(st.tuples(st.integers(1, 3), st.integers(0, 20)), max_size=40))

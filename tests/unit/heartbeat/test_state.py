@@ -232,6 +232,45 @@ def test_late_heartbeat_warning_and_status() -> None:
     assert st_["peers"][0]["node"] == "b" and st_["peers"][0]["alive"]  # type: ignore[index]
 
 
+def test_groups_are_independent_elections() -> None:
+    """Two groups on two nodes, each preferring a different node (haresources active/active):
+    each election hears only its own group's messages."""
+    def node(name: str, group: str, priority: int) -> Election:
+        cfg = ElectionConfig(node=name, nodes=("a", "b"), group=group, priority=priority,
+                             address=f"10.0.0.{ord(name)}", keepalive=0.1, deadtime=0.4,
+                             initdead=1.0)
+        return Election(cfg, boot=1)
+
+    elections = {("a", "g1"): node("a", "g1", 150), ("a", "g2"): node("a", "g2", 50),
+                 ("b", "g1"): node("b", "g1", 100), ("b", "g2"): node("b", "g2", 200)}
+    inbox: list[Message] = []
+    t = 0.0
+    for e in elections.values():
+        inbox += [a.message for a in e.start(t) if isinstance(a, Send)]
+    while t < 2.0:
+        t = round(t + 0.01, 3)
+        sent, inbox = inbox, []
+        for m in sent:
+            for e in elections.values():  # everyone gets everything (one socket per node)
+                inbox += [a.message for a in e.receive(m, t) if isinstance(a, Send)]
+        for e in elections.values():
+            inbox += [a.message for a in e.tick(t) if isinstance(a, Send)]
+    masters = sorted(k for k, e in elections.items() if e.master)
+    assert masters == [("a", "g1"), ("b", "g2")]
+    assert set(elections["a", "g1"].peers) == {"b"}
+    assert elections["a", "g1"].peers["b"].msg.priority == 100  # b's g1 priority, not g2's
+    assert elections["a", "g2"].peers["b"].msg.priority == 200
+    # a stops: only g1 moves (b was already master of g2 and stays so, no transition)
+    before = elections["b", "g2"].transitions
+    for g in ("g1", "g2"):
+        inbox += [a.message for a in elections["a", g].stop(t) if isinstance(a, Send)]
+    for m in inbox:
+        for e in (elections["b", "g1"], elections["b", "g2"]):
+            e.receive(m, t)
+    assert elections["b", "g1"].master and elections["b", "g2"].master
+    assert elections["b", "g2"].transitions == before
+
+
 # --- properties -------------------------------------------------------------------------------
 
 events = st.lists(
