@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.harness import Subject, cpu_meter, rss_bytes, run_interleaved, write_report
-
 from hastack.testing import HastackProcess, free_port, write_config
 
 VALUE = b"v" * 100

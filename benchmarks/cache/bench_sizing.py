@@ -18,7 +18,6 @@ from pathlib import Path
 
 from benchmarks.cache.bench_cache import start_hastack
 from benchmarks.harness import RESULTS_DIR, machine_note
-
 from hastack.cache.cli import ServerCurve, combined_hit_ratio, fetch_curve, write_png
 from hastack.config import Address
 
