@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import os
 import re
@@ -280,7 +281,22 @@ listen = "0.0.0.0:{ECHO_PORT}"
             )
             self.bed._procs.append(proc)
             self.monitors[name] = Lines(proc)
-        time.sleep(0.2)  # let ip monitor subscribe before anything happens (best effort)
+        # Handshake instead of a guess: add a marker address on lo in every node and wait until
+        # each monitor has reported it, so the monitors are subscribed before any fault.
+        marker = "127.213.0.1"
+        for name in self.names:
+            self.bed.run(name, ["ip", "addr", "add", f"{marker}/32", "dev", "lo"])
+
+        def reported(lines: Lines) -> bool:
+            return any(f"inet {marker}/" in line for line in lines.snapshot())
+
+        for name in self.names:
+            poll_until(
+                functools.partial(reported, self.monitors[name]),
+                10,
+                f"ip monitor on {name} to subscribe",
+            )
+            self.bed.run(name, ["ip", "addr", "del", f"{marker}/32", "dev", "lo"])
 
     def start_probe(self, interval: float = 0.01) -> Probe:
         proc = self.bed.popen(
