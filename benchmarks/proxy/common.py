@@ -23,16 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.harness import cpu_seconds
+from hastack.testing import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = {"1k": 1024, "64k": 64 * 1024, "1m": 1024 * 1024}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_port(

@@ -130,10 +130,7 @@ class Request:
 
     def header(self, name: bytes) -> bytes | None:
         """First value of header ``name`` (lowercase), or None."""
-        for k, v in self.headers:
-            if len(k) == len(name) and k.lower() == name:
-                return v
-        return None
+        return first_header(self.headers, name)
 
     def __repr__(self) -> str:
         return f"Request({self.method!r}, {self.target!r}, {self.headers!r}, {self.version!r})"
@@ -191,10 +188,7 @@ class Response:
         self._headers = value
 
     def header(self, name: bytes) -> bytes | None:
-        for k, v in self.headers:
-            if len(k) == len(name) and k.lower() == name:
-                return v
-        return None
+        return first_header(self.headers, name)
 
     def __repr__(self) -> str:
         return f"Response({self.status}, {self.headers!r}, {self.reason!r}, {self.version!r})"
@@ -207,6 +201,15 @@ class Response:
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable event, equality only for tests
+
+
+def first_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """First value of header ``name`` (given lowercase); the length check skips most names
+    without lowercasing them."""
+    for k, v in headers:
+        if len(k) == len(name) and k.lower() == name:
+            return v
+    return None
 
 
 def _lenient_fields(raw: bytes) -> list[tuple[bytes, bytes]]:
