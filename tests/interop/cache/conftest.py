@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,24 +16,22 @@ import pytest
 from hastack.cache.config import CacheConfig
 from hastack.cache.server import CacheService
 from hastack.config import Address
-from hastack.testing import free_port
+from hastack.testing import free_port, poll_until
 
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 
 
+def answers_version(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"version\r\n")
+            return s.recv(100).startswith(b"VERSION")
+    except OSError:
+        return False
+
+
 def wait_ready(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"version\r\n")
-                if s.recv(100).startswith(b"VERSION"):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing answers on port {port}")
-        time.sleep(0.05)
+    poll_until(lambda: answers_version(port), timeout, f"memcached on port {port}", 0.05)
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from hastack.testing import HastackProcess, free_port, write_config
+from hastack.testing import HastackProcess, free_port, poll_until, write_config
 
 
 def start_backend(root: Path, text: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -22,16 +21,20 @@ def start_backend(root: Path, text: str) -> tuple[subprocess.Popen[bytes], int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 15
-    while True:
+
+    def serving() -> bool:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/who", timeout=1).read()
-            return proc, port
         except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
+            return False
+        return True
+
+    try:
+        poll_until(serving, 15, f"http.server on port {port}", 0.05)
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, port
 
 
 def proxy_config(tmp_path: Path, listen: int, admin: int, backend: int) -> Path:
@@ -91,10 +94,10 @@ def test_run_reload_and_terminate(tmp_path: Path) -> None:
             assert out.returncode == 0, out.stderr
             proxy_config(tmp_path, listen, admin, pb)
             proc.signal(signal.SIGHUP)
-            deadline = time.monotonic() + 15
-            while get(base + "/who") != b"B":
-                assert time.monotonic() < deadline, proc.output()
-                time.sleep(0.05)
+            try:
+                poll_until(lambda: get(base + "/who") == b"B", 15, "reload to reach B", 0.05)
+            except AssertionError as exc:
+                raise AssertionError(proc.output()) from exc
             proc.terminate()
             assert proc.wait(30) == 0, proc.output()
     finally:
